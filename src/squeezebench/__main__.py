@@ -1,0 +1,3 @@
+from squeezebench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""What is measured: latency, memory, size, environment."""

@@ -1,0 +1,191 @@
+"""Method registry: a compression method is a frozen config dataclass plus functions registered for it.
+
+A method string names one method or a chain joined with ``+``; parameters follow a colon, e.g.
+``int4-weight-only:group_size=128`` or ``prune-structured:ratio=0.3+int8-dynamic``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Optional
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.registry import Registry
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method's parameters. Subclasses set ``name`` and add typed fields with defaults."""
+
+    name: ClassVar[str] = ""
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def spec(self) -> str:
+        """Canonical string: name plus every parameter, so records say exactly what ran."""
+        parts = [f"{k}={v}" for k, v in self.params().items()]
+        return self.name + (":" + ",".join(parts) if parts else "")
+
+
+@dataclass
+class MethodContext:
+    """What a transform may need beyond the model: the task, calibration data and the target device."""
+
+    task: Any
+    bundle: Any  # squeezebench.models.bundle.ModelBundle
+    device: str = "cpu"
+    calibration: Optional[Callable[[int], list[dict]]] = None  # n -> list of model input dicts
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registered method.
+
+    transform(module, config, ctx) -> module: compress a torch module (may work in place).
+    restore(module, config) -> module: rebuild the compressed *structure* on a freshly built
+        skeleton so that the saved state dict loads into it (no calibration, no data).
+    check(config, ctx) -> None or a reason why this method does not apply (recorded as skipped).
+    export(module, config, ctx, directory) -> runtime name: for methods that hand the model to
+        another runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain.
+    """
+
+    name: str
+    config_cls: type[MethodConfig]
+    summary: str
+    transform: Optional[Callable[..., Any]] = None
+    restore: Optional[Callable[..., Any]] = None
+    check: Optional[Callable[..., Optional[str]]] = None
+    export: Optional[Callable[..., str]] = None
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    model_types: str = "any"
+    needs_calibration: bool = False
+
+    @property
+    def is_export(self) -> bool:
+        return self.export is not None
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(
+    config_cls: type[MethodConfig],
+    summary: str,
+    *,
+    restore: Optional[Callable[..., Any]] = None,
+    check: Optional[Callable[..., Optional[str]]] = None,
+    devices: tuple[str, ...] = ("cpu", "cuda"),
+    model_types: str = "any",
+    needs_calibration: bool = False,
+):
+    """Decorator registering a transform function for ``config_cls``."""
+
+    def deco(fn):
+        METHODS.register(
+            config_cls.name,
+            Method(config_cls.name, config_cls, summary, transform=fn, restore=restore, check=check,
+                   devices=devices, model_types=model_types, needs_calibration=needs_calibration),
+        )
+        return fn
+
+    return deco
+
+
+def register_export(
+    config_cls: type[MethodConfig],
+    summary: str,
+    *,
+    check: Optional[Callable[..., Optional[str]]] = None,
+    devices: tuple[str, ...] = ("cpu",),
+    model_types: str = "any",
+    needs_calibration: bool = False,
+):
+    """Decorator registering an export function (last link of a chain) for ``config_cls``."""
+
+    def deco(fn):
+        METHODS.register(
+            config_cls.name,
+            Method(config_cls.name, config_cls, summary, export=fn, check=check, devices=devices,
+                   model_types=model_types, needs_calibration=needs_calibration),
+        )
+        return fn
+
+    return deco
+
+
+def _convert(value: str, typ: Any, name: str, param: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value.lower() in ("none", "null"):
+            return None
+        typ = args[0]
+    if origin is typing.Literal:
+        allowed = typing.get_args(typ)
+        if value not in allowed:
+            raise SqueezebenchError(f"method {name}: {param} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        return value
+    try:
+        if typ is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ in (int, float, str):
+            return typ(value)
+    except ValueError:
+        raise SqueezebenchError(f"method {name}: parameter {param}={value!r} is not a valid {typ.__name__}") from None
+    return value
+
+
+def parse_method(text: str) -> MethodConfig:
+    """Parse one ``name[:k=v,...]`` into its config; unknown names/params give a one-line error."""
+    text = text.strip()
+    if not text:
+        raise SqueezebenchError("empty method name; see `squeezebench methods` for the list")
+    name, _, rest = text.partition(":")
+    method = METHODS.get(name.strip())
+    cls = method.config_cls
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise SqueezebenchError(f"method {name}: parameter {item!r} must look like key=value")
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise SqueezebenchError(f"method {name}: unknown parameter {key!r} (parameters: {known})")
+        kwargs[key] = _convert(value.strip(), hints[key], name, key)
+    try:
+        config = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SqueezebenchError(f"method {name}: {exc}") from None
+    return config
+
+
+def parse_chain(text: str) -> list[MethodConfig]:
+    """Parse ``a:k=v+b`` into configs; ``original`` alone means no change; exports must come last."""
+    configs = [parse_method(part) for part in text.split("+")]
+    if len(configs) > 1:
+        configs = [c for c in configs if c.name != "original"]
+    for c in configs[:-1]:
+        if METHODS.get(c.name).is_export:
+            raise SqueezebenchError(f"method {c.name} exports the model and must be the last link of {text!r}")
+    return configs
+
+
+def chain_spec(configs: list[MethodConfig]) -> str:
+    """Short chain label for tables: names plus non-default parameters."""
+    labels = []
+    for c in configs:
+        defaults = c.__class__()
+        changed = [f"{k}={v}" for k, v in c.params().items() if getattr(defaults, k) != v]
+        labels.append(c.name + (":" + ",".join(changed) if changed else ""))
+    return "+".join(labels)

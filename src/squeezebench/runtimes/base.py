@@ -1,0 +1,80 @@
+"""Runtimes execute a saved variant. Each registers how to load an artifact into an Executable."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.registry import Registry
+
+MANIFEST = "squeezebench-artifact.json"
+ARTIFACT_FORMAT_VERSION = 1
+
+
+class Executable:
+    """A loaded variant. ``prepare`` moves inputs once; ``run_prepared`` is what latency times."""
+
+    info: dict[str, Any]
+    module: Optional[torch.nn.Module] = None  # the torch model when the runtime is PyTorch
+
+    def prepare(self, inputs: dict[str, torch.Tensor]) -> Any:
+        raise NotImplementedError
+
+    def run_prepared(self, prepared: Any) -> Any:
+        raise NotImplementedError
+
+    def to_tensor(self, output: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.to_tensor(self.run_prepared(self.prepare(inputs)))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """name; load(directory, manifest, task, device, threads) -> (bundle, Executable); check(device) -> reason."""
+
+    name: str
+    summary: str
+    load: Callable[..., tuple[Any, Executable]]
+    check: Optional[Callable[[str], Optional[str]]] = None
+    devices: tuple[str, ...] = ("cpu",)
+
+
+RUNTIMES: Registry[Runtime] = Registry("runtime")
+
+
+def register_runtime(runtime: Runtime) -> Runtime:
+    return RUNTIMES.register(runtime.name, runtime)
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise SqueezebenchError(f"{directory} is not a squeezebench artifact (no {MANIFEST}); build it with `squeezebench run`")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version", 0) > ARTIFACT_FORMAT_VERSION:
+        raise SqueezebenchError(f"artifact {directory} was written by a newer squeezebench; upgrade squeezebench")
+    return manifest
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    manifest = dict(manifest, format="squeezebench-artifact", format_version=ARTIFACT_FORMAT_VERSION)
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def load_artifact(directory: Path, task: Any, device: str, threads: Optional[int] = None) -> tuple[Any, Executable]:
+    """Load a saved variant with the runtime its manifest names."""
+    manifest = read_manifest(directory)
+    runtime = RUNTIMES.get(manifest["runtime"])
+    if runtime.check is not None:
+        reason = runtime.check(device)
+        if reason:
+            raise SqueezebenchError(reason)
+    return runtime.load(Path(directory), manifest, task, device, threads)

@@ -1,0 +1,169 @@
+"""causal-lm: sliding-window token perplexity over a text corpus, plus generation speed.
+
+Perplexity protocol (recorded): the dataset's texts joined by a blank line, tokenised once, the first
+``ppl_max_tokens`` tokens; windows of ``ppl_window`` tokens every ``ppl_stride`` tokens; each token is
+scored once, with at least ``ppl_window - ppl_stride`` tokens of context after the first window.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.tasks import text_common
+from squeezebench.tasks.base import EvalResult, Executable, Protocol, Task, register_task
+from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, TTFT, bootstrap_ci, metric_value)
+
+
+class NextTokenLogits(torch.nn.Module):
+    """forward(input_ids) -> logits of every position."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
+def window_nll(run: Executable, ids: torch.Tensor, window: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-window (sum of NLL, tokens scored) and argmax predictions of scored tokens."""
+    n = ids.shape[0]
+    sums, counts, preds = [], [], []
+    prev_end = 0
+    for begin in range(0, n, stride):
+        end = min(begin + window, n)
+        target_len = end - prev_end
+        chunk = ids[begin:end].unsqueeze(0)
+        logits = run({"input_ids": chunk}).float()[0]
+        logp = torch.log_softmax(logits[:-1], dim=-1)
+        targets = chunk[0, 1:]
+        nll = -logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        k = min(target_len, nll.numel())  # the very first token has no context and is not scored
+        scored = nll[-k:]
+        sums.append(float(scored.sum()))
+        counts.append(int(scored.numel()))
+        preds.append(logits[:-1].argmax(-1)[-k:].numpy())
+        prev_end = end
+        if end == n:
+            break
+    return np.array(sums), np.array(counts), np.concatenate(preds)
+
+
+def perplexity_from(sums: np.ndarray, counts: np.ndarray) -> float:
+    return float(np.exp(sums.sum() / counts.sum()))
+
+
+@torch.no_grad()
+def generation_speed(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, repeats: int,
+                     device: str) -> dict[str, Any]:
+    """Median time to first token and decode tokens/s of greedy generation of a fixed length."""
+
+    def timed(n: int) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                             pad_token_id=model.generation_config.pad_token_id or model.config.eos_token_id)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if out.shape[1] - prompt.shape[1] != n:
+            raise RuntimeError("generation stopped early")
+        return time.perf_counter() - t0
+
+    timed(2)  # warm-up
+    ttfts, decode_rates = [], []
+    for _ in range(repeats):
+        first = timed(1)
+        full = timed(new_tokens)
+        ttfts.append(first * 1e3)
+        decode_rates.append((new_tokens - 1) / max(full - first, 1e-9))
+    return {"ttft_ms": ttfts, "decode_tokens_per_s": decode_rates}
+
+
+@register_task
+class CausalLM(Task):
+    name = "causal-lm"
+    version = 1
+    auto_class = "AutoModelForCausalLM"
+    primary_metric = "perplexity"
+    input_names = ("input_ids",)
+
+    def attach_preprocessing(self, bundle, where, kwargs):
+        text_common.load_tokenizer(bundle, where, kwargs)
+
+    def save_preprocessing(self, bundle, directory):
+        text_common.save_tokenizer(bundle, directory)
+
+    def wrap(self, bundle):
+        return NextTokenLogits(bundle.module)
+
+    def prepare(self, dataset, bundle, protocol):
+        text_common.require_text(bundle)
+        if "text" not in dataset.examples[0]:
+            raise SqueezebenchError(f"dataset {dataset.spec!r} has no text for perplexity (pass --text-column)")
+        if protocol.ppl_stride > protocol.ppl_window:
+            raise SqueezebenchError("--ppl-stride must not exceed --ppl-window")
+        text = "\n\n".join(ex["text"].strip() for ex in dataset.examples)
+        ids = bundle.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+        ids = ids[: protocol.ppl_max_tokens]
+        if ids.numel() < 2:
+            raise SqueezebenchError(f"dataset {dataset.spec!r} has fewer than 2 tokens; nothing to score")
+        return {"ids": ids, "dataset": dataset}
+
+    def example_inputs(self, bundle, data, protocol):
+        ids = data["ids"]
+        need = protocol.batch_size * protocol.seq_len
+        reps = need // ids.numel() + 1
+        return {"input_ids": ids.repeat(reps)[:need].reshape(protocol.batch_size, protocol.seq_len).clone()}
+
+    def calibration_inputs(self, bundle, data, protocol, n):
+        ids = data["ids"]
+        out = []
+        for i in range(n):  # windows taken from the end of the scored text, backwards
+            start = max(0, ids.numel() - (i + 1) * protocol.seq_len)
+            out.append({"input_ids": ids[start:start + protocol.seq_len].unsqueeze(0).clone()})
+        return out
+
+    def evaluate(self, run, bundle, data, protocol, reference):
+        sums, counts, preds = window_nll(run, data["ids"], protocol.ppl_window, protocol.ppl_stride)
+        ppl = perplexity_from(sums, counts)
+        if not np.isfinite(ppl):
+            raise SqueezebenchError("the variant produced non-finite log-likelihoods; perplexity is undefined")
+        metrics = {"perplexity": metric_value(PERPLEXITY, ppl, int(counts.sum()),
+                                              bootstrap_ci(lambda i: perplexity_from(sums[i], counts[i]), len(sums)),
+                                              windows=len(sums))}
+        if reference is not None and reference.get("predictions") is not None:
+            ref = np.asarray(reference["predictions"])
+            if ref.shape == preds.shape:
+                same = (ref == preds).astype(float)
+                metrics["top1_agreement"] = metric_value(AGREEMENT, same.mean(), len(same))
+        tok = bundle.tokenizer
+        proto = {"window": protocol.ppl_window, "stride": protocol.ppl_stride, "tokens_scored": int(counts.sum()),
+                 "max_tokens": protocol.ppl_max_tokens, "tokenizer": type(tok).__name__,
+                 "tokenizer_name": getattr(tok, "name_or_path", ""), "vocab_size": len(tok),
+                 "dataset_fingerprint": data["dataset"].fingerprint(), "documents": len(data["dataset"].examples),
+                 "joiner": "\\n\\n", "first_token_scored": False}
+        flags: list[str] = []
+        model = bundle.module
+        if model is not None and hasattr(model, "generate"):
+            device = str(next(iter(model.parameters()), torch.empty(0)).device)
+            prompt = data["ids"][: protocol.gen_prompt_tokens].unsqueeze(0).to(device)
+            try:
+                gen = generation_speed(model, prompt, protocol.gen_new_tokens, protocol.gen_repeats, device)
+                metrics["time_to_first_token"] = metric_value(TTFT, statistics.median(gen["ttft_ms"]), protocol.gen_repeats,
+                                                              samples=gen["ttft_ms"])
+                metrics["decode_tokens_per_s"] = metric_value(DECODE, statistics.median(gen["decode_tokens_per_s"]),
+                                                              protocol.gen_repeats, samples=gen["decode_tokens_per_s"])
+                proto.update(gen_prompt_tokens=protocol.gen_prompt_tokens, gen_new_tokens=protocol.gen_new_tokens,
+                             gen_decoding="greedy, KV cache, transformers generate")
+            except (RuntimeError, TypeError, ValueError) as exc:
+                flags.append(f"generation not measured: {str(exc).splitlines()[0][:120]}")
+        else:
+            proto["generation"] = "not measured: this runtime has no generate()"
+        return EvalResult(metrics, flags, proto, {"predictions": preds})

@@ -1,0 +1,90 @@
+"""Metrics: registered once with name, unit, direction and protocol version; bootstrap intervals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from squeezebench.registry import Registry
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20261128
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    higher_is_better: bool
+    version: int
+    description: str
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def _metric(name: str, unit: str, higher: bool, version: int, description: str) -> Metric:
+    return METRICS.register(name, Metric(name, unit, higher, version, description))
+
+
+ACCURACY = _metric("accuracy", "fraction", True, 1, "share of examples whose top-1 prediction equals the label")
+MACRO_F1 = _metric("macro_f1", "fraction", True, 1, "unweighted mean of per-class F1")
+TOP5 = _metric("top5_accuracy", "fraction", True, 1, "share of examples whose label is among the 5 highest scores")
+PERPLEXITY = _metric("perplexity", "ppl", False, 1, "exp of the mean token negative log-likelihood (sliding window)")
+AGREEMENT = _metric("top1_agreement", "fraction", True, 1, "share of top-1 predictions identical to the original variant's")
+COSINE = _metric("cosine_to_original", "cosine", True, 1, "mean cosine similarity of embeddings to the original variant's")
+TTFT = _metric("time_to_first_token", "ms", False, 1, "prompt prefill plus first generated token, median")
+DECODE = _metric("decode_tokens_per_s", "tokens/s", True, 1, "generated tokens after the first, per second, median")
+
+
+def metric_value(metric: Metric, value: float, n: int, ci: Optional[tuple[float, float]] = None, **extra) -> dict:
+    """A metric result as recorded: value, unit, 95 % interval, sample count."""
+    out = {"value": float(value), "unit": metric.unit, "higher_is_better": metric.higher_is_better,
+           "version": metric.version, "n": int(n)}
+    if ci is not None:
+        out["ci95"] = [float(ci[0]), float(ci[1])]
+    out.update(extra)
+    return out
+
+
+def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of ``stat(indices)`` over ``n`` examples."""
+    rng = np.random.default_rng(seed)
+    values = np.array([stat(rng.integers(0, n, n)) for _ in range(resamples)])
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    precision_den = cm.sum(axis=0)
+    recall_den = cm.sum(axis=1)
+    present = recall_den > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(precision_den > 0, tp / np.maximum(precision_den, 1), 0.0)
+        r = np.where(recall_den > 0, tp / np.maximum(recall_den, 1), 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, dict]:
+    """Accuracy and macro-F1 with bootstrap intervals."""
+    n = len(y_true)
+    correct = (y_true == y_pred).astype(float)
+    acc = metric_value(ACCURACY, correct.mean(), n, bootstrap_ci(lambda i: correct[i].mean(), n))
+    f1 = metric_value(MACRO_F1, macro_f1(y_true, y_pred, n_classes), n,
+                      bootstrap_ci(lambda i: macro_f1(y_true[i], y_pred[i], n_classes), n, resamples=300))
+    return {"accuracy": acc, "macro_f1": f1}
+
+
+def chance_flag(accuracy: dict, y_true: np.ndarray, n_classes: int) -> Optional[str]:
+    """'chance-level' when the interval reaches chance (1/classes or the majority-class rate)."""
+    counts = np.bincount(y_true, minlength=n_classes)
+    chance = max(1.0 / max(n_classes, 1), counts.max() / max(len(y_true), 1))
+    if accuracy["ci95"][0] <= chance:
+        return f"chance-level: accuracy CI {accuracy['ci95'][0]:.3f}-{accuracy['ci95'][1]:.3f} reaches chance {chance:.3f}"
+    return None

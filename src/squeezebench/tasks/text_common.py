@@ -1,0 +1,46 @@
+"""Tokenisation helpers shared by the text tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from squeezebench.errors import SqueezebenchError
+
+
+def load_tokenizer(bundle, where: str, kwargs: dict) -> None:
+    from transformers import AutoTokenizer
+
+    try:
+        bundle.tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise SqueezebenchError(f"cannot load a tokenizer from {where!r}: {str(exc).splitlines()[0]}") from None
+    if bundle.tokenizer.pad_token is None:
+        bundle.tokenizer.pad_token = bundle.tokenizer.eos_token or bundle.tokenizer.unk_token
+
+
+def save_tokenizer(bundle, directory: Path) -> None:
+    if bundle.tokenizer is not None:
+        bundle.tokenizer.save_pretrained(directory)
+
+
+def require_text(bundle) -> None:
+    if bundle.tokenizer is None:
+        raise SqueezebenchError("this text task needs a tokenizer; the model source provided none")
+
+
+def fixed_batch(bundle, texts: list[str], batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
+    """``batch_size`` real texts, padded/truncated to exactly ``seq_len`` tokens."""
+    texts = (texts * (batch_size // max(len(texts), 1) + 1))[:batch_size]
+    enc = bundle.tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def batches(bundle, texts: list[str], batch_size: int, max_len: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches padded to their longest member (at most ``max_len`` tokens)."""
+    for i in range(0, len(texts), batch_size):
+        enc = bundle.tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_len,
+                               return_tensors="pt")
+        yield {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
