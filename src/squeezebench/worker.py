@@ -54,6 +54,7 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     from squeezebench.measures.size import size_record
     from squeezebench.methods import METHODS, MethodContext, parse_chain
     from squeezebench.models.sources import load_model
+    from squeezebench.runtimes.base import write_export_manifest
     from squeezebench.runtimes.pytorch import save_pytorch_artifact
 
     task, protocol = _setup(job)
@@ -74,24 +75,27 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     directory = Path(job["artifact_dir"])
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runtime = "pytorch"
+    export = None
     for config in chain:
         method = METHODS.get(config.name)
         if method.is_export:
-            runtime = method.export(bundle.module, config, ctx, directory) or runtime
+            export = method.export(task.wrap(bundle).eval(), config, ctx, directory)
         else:
             bundle.module = method.transform(bundle.module, config, ctx) or bundle.module
     transform_s = time.perf_counter() - t0
-    extra = {"parameters": parameters, "notes": ctx.notes}
-    if runtime == "pytorch":
+    extra = {"parameters": parameters, "notes": ctx.notes, "facts": ctx.facts}
+    if export is None:
+        runtime = "pytorch"
         weight_files = save_pytorch_artifact(bundle, task, chain, directory, extra)
-    else:  # exports wrote their files and manifest; they list weight files in it
-        from squeezebench.runtimes.base import read_manifest
-
-        weight_files = [directory / f for f in read_manifest(directory)["weights_files"]]
+    else:
+        runtime = export.runtime
+        weight_files = [Path(p) for p in export.weight_files]
+        write_export_manifest(bundle, task, chain, directory, runtime, weight_files, {**extra, **export.manifest_extra})
     all_files = [p for p in directory.rglob("*") if p.is_file()]
+    size = size_record(weight_files, all_files, parameters, directory)
+    size.update(ctx.facts)
     return {"status": "ok", "runtime": runtime, "load_source_s": load_s, "transform_s": transform_s,
-            "notes": ctx.notes, "size": size_record(weight_files, all_files, parameters, directory)}
+            "notes": ctx.notes, "size": size}
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from squeezebench.methods.base import (  # noqa: F401
     METHODS,
+    ExportResult,
     Method,
     MethodConfig,
     MethodContext,

@@ -39,6 +39,18 @@ class MethodContext:
     device: str = "cpu"
     calibration: Optional[Callable[[int], list[dict]]] = None  # n -> list of model input dicts
     notes: list[str] = field(default_factory=list)
+    # facts a transform states about its result, copied into the record's size section, e.g.
+    # {"in_memory_compressed": True, "in_memory_format": "int4 packed, group 128", "storage": "..."}
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote: the runtime that loads it, its weight files, and facts for the manifest."""
+
+    runtime: str
+    weight_files: list[Any]  # paths inside the artifact directory
+    manifest_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,11 +58,14 @@ class Method:
     """One registered method.
 
     transform(module, config, ctx) -> module: compress a torch module (may work in place).
-    restore(module, config) -> module: rebuild the compressed *structure* on a freshly built
-        skeleton so that the saved state dict loads into it (no calibration, no data).
+    restore(module, config, facts) -> module: rebuild the compressed *structure* on a freshly built
+        skeleton so that the saved state dict loads into it (no calibration, no data). ``facts`` is the
+        dict the transform filled in ``ctx.facts`` (saved in the manifest), e.g. pruned shapes.
     check(config, ctx) -> None or a reason why this method does not apply (recorded as skipped).
-    export(module, config, ctx, directory) -> runtime name: for methods that hand the model to
-        another runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain.
+    export(module, config, ctx, directory) -> ExportResult: for methods that hand the model to another
+        runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain. ``module`` is the task's
+        wrapped module (``ctx.task.wrap(ctx.bundle)``: forward(**inputs) -> one tensor) and the export
+        writes its files into ``directory``; the worker then writes the manifest and preprocessing files.
     """
 
     name: str

@@ -27,7 +27,7 @@ class Bf16Config(MethodConfig):
     name: ClassVar[str] = "bf16"
 
 
-def _identity(module, config=None, ctx=None):
+def _identity(module, config=None, ctx=None, *_):
     return module
 
 
@@ -36,7 +36,7 @@ register_method(OriginalConfig, "no change: the reference every other variant is
 
 
 def _cast(dtype: torch.dtype):
-    def cast(module: torch.nn.Module, config=None, ctx=None) -> torch.nn.Module:
+    def cast(module: torch.nn.Module, config=None, ctx=None, *_) -> torch.nn.Module:
         return module.to(dtype)
 
     return cast

@@ -69,6 +69,27 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
+def write_export_manifest(bundle, task, chain: list, directory: Path, runtime: str, weight_files: list[Path],
+                          extra: dict[str, Any]) -> None:
+    """Manifest and preprocessing files (tokenizer, image settings) beside an exported model."""
+    task.save_preprocessing(bundle, Path(directory) / "preprocessing")
+    write_manifest(directory, {
+        "runtime": runtime, "source": bundle.source, "task": task.name,
+        "chain": [{"name": c.name, "params": c.params()} for c in chain],
+        "weights_files": [str(Path(p).relative_to(directory)) for p in weight_files],
+        "label_names": bundle.label_names, "newly_initialized": bundle.newly_initialized, **extra})
+
+
+def bundle_for_runtime(directory: Path, manifest: dict[str, Any], task) -> Any:
+    """A ModelBundle without a torch module (module=None), with the artifact's tokenizer/image settings."""
+    from squeezebench.models.bundle import ModelBundle
+
+    bundle = ModelBundle(module=None, source=manifest["source"], label_names=manifest.get("label_names"),
+                         newly_initialized=manifest.get("newly_initialized", []))
+    task.attach_preprocessing(bundle, str(Path(directory) / "preprocessing"), {})
+    return bundle
+
+
 def load_artifact(directory: Path, task: Any, device: str, threads: Optional[int] = None) -> tuple[Any, Executable]:
     """Load a saved variant with the runtime its manifest names."""
     manifest = read_manifest(directory)

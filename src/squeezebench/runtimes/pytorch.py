@@ -101,7 +101,7 @@ def rebuild_pytorch(directory: Path, manifest: dict[str, Any], task) -> Any:
         config = method.config_cls(**link["params"])
         if method.restore is None:
             raise SqueezebenchError(f"method {link['name']} cannot be reloaded from its artifact")
-        module = method.restore(module, config) or module
+        module = method.restore(module, config, manifest.get("facts", {})) or module
     bundle.module = module
     try:
         load_state(module, directory, manifest["state_format"])
