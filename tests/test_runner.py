@@ -1,0 +1,131 @@
+"""End-to-end runs on tiny config-built models: every task, the core methods, resume, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.results import iter_records
+from squeezebench.runner import RunConfig, Runner
+from squeezebench.tasks.data import DatasetOptions
+from tests.conftest import fast_protocol
+
+
+def run(tmp_path: Path, **kw) -> list[dict]:
+    config = RunConfig(out=tmp_path / "results", team="t", protocol=kw.pop("protocol", fast_protocol()), **kw)
+    return Runner(config).run()
+
+
+def by_method(records):
+    return {(r["method"], r["device"]): r for r in records}
+
+
+def test_sentence_embedding_original_fp16_bf16(tmp_path, tiny_bert_dir, topic_csv):
+    recs = by_method(run(tmp_path, models=[str(tiny_bert_dir)], task="sentence-embedding",
+                         methods=["original", "fp16", "bf16"], dataset=f"csv:{topic_csv}"))
+    orig, fp16 = recs[("original", "cpu")], recs[("fp16", "cpu")]
+    assert orig["status"] == "ok", orig
+    assert fp16["status"] == "ok", fp16
+    # size = bytes of the saved files, halved by fp16
+    files = Path(orig["build"]["size"]["weight_files"][0])
+    assert orig["build"]["size"]["weights_bytes"] > 0
+    assert 0.45 < fp16["build"]["size"]["weights_bytes"] / orig["build"]["size"]["weights_bytes"] < 0.55
+    assert abs(orig["build"]["size"]["bits_per_weight"] - 32) < 1
+    lat = orig["latency"]
+    assert lat["iterations"] >= 3 and lat["median"] > 0 and len(lat["samples"]) == lat["iterations"]
+    mem = orig["memory"]
+    assert mem["peak_rss_mb"] >= mem["baseline_rss_mb"] > 0
+    # the kernel's own accounting of the child agrees with what the child read from /proc
+    assert abs(mem["os_child_maxrss_mb"] - mem["process_peak_rss_mb"]) / mem["process_peak_rss_mb"] < 0.05
+    q = orig["quality"]
+    assert q["primary"] == "accuracy" and 0 <= q["metrics"]["accuracy"]["value"] <= 1
+    assert len(q["metrics"]["accuracy"]["ci95"]) == 2
+    # fp16 is compared with the original's embeddings
+    assert fp16["quality"]["metrics"]["cosine_to_original"]["value"] > 0.99
+    assert orig["environment"]["torch"] and orig["runtime"]["name"] == "pytorch-eager"
+
+
+def test_text_classification_flags_untrained_head(tmp_path, tiny_bert_dir, topic_csv):
+    recs = run(tmp_path, models=[str(tiny_bert_dir)], task="text-classification", methods=["original"],
+               dataset=f"csv:{topic_csv}")
+    rec = recs[0]
+    assert rec["status"] == "ok", rec
+    flags = " ".join(rec["quality"]["flags"])
+    assert "untrained weights" in flags and "classifier" in flags
+    assert "chance-level" in flags  # a random head cannot beat chance on 36 examples
+
+
+def test_causal_lm_perplexity_and_generation(tmp_path, tiny_llama_dir, topic_csv):
+    recs = by_method(run(tmp_path, models=[str(tiny_llama_dir)], task="causal-lm", methods=["original", "bf16"],
+                         dataset=f"csv:{topic_csv}"))
+    orig = recs[("original", "cpu")]
+    assert orig["status"] == "ok", orig
+    m = orig["quality"]["metrics"]
+    # random weights over a 30k vocabulary: perplexity near the vocabulary size
+    assert 1000 < m["perplexity"]["value"] < 200000
+    p = orig["quality"]["protocol"]
+    assert p["window"] == 32 and p["stride"] == 16 and p["tokens_scored"] > 0 and p["dataset_fingerprint"]
+    assert m["time_to_first_token"]["value"] > 0 and m["decode_tokens_per_s"]["value"] > 0
+    bf16 = recs[("bf16", "cpu")]
+    assert bf16["status"] == "ok", bf16
+    assert 0.9 < bf16["quality"]["metrics"]["top1_agreement"]["value"] <= 1.0
+
+
+def test_image_classification_own_model(tmp_path, image_dir):
+    recs = run(tmp_path, models=["python:tests.helpers_models:tiny_cnn"], task="image-classification",
+               methods=["original"], dataset=f"image-dir:{image_dir}")
+    rec = recs[0]
+    assert rec["status"] == "ok", rec
+    assert "top5_accuracy" not in rec["quality"]["metrics"]  # only 3 classes
+    assert rec["input_shapes"] == {"pixel_values": [1, 3, 32, 32]}
+
+
+def test_failures_are_recorded_and_the_run_goes_on(tmp_path, image_dir):
+    recs = run(tmp_path, models=["python:tests.helpers_models:broken", "python:tests.helpers_models:crash_on_load",
+                                 "python:tests.helpers_models:tiny_cnn"],
+               task="image-classification", methods=["original"], dataset=f"image-dir:{image_dir}")
+    status = [r["status"] for r in recs]
+    assert status == ["failed", "failed", "ok"]
+    assert "broken on purpose" in recs[0]["error"]
+    assert "exit code 17" in recs[1]["error"]
+    on_disk = list(iter_records([tmp_path / "results"]))
+    assert [r["status"] for r in on_disk] == status
+
+
+def test_resume_skips_measured_variants_unless_forced(tmp_path, image_dir):
+    kw = dict(models=["python:tests.helpers_models:tiny_cnn"], task="image-classification", methods=["original"],
+              dataset=f"image-dir:{image_dir}")
+    first = run(tmp_path, **kw)
+    again = run(tmp_path, **kw)
+    assert again[0]["finished"] == first[0]["finished"]
+    forced = run(tmp_path, force=True, **kw)
+    assert forced[0]["finished"] != first[0]["finished"]
+
+
+def test_cuda_without_gpu_is_skipped_with_reason(tmp_path, image_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    recs = run(tmp_path, models=["python:tests.helpers_models:tiny_cnn"], task="image-classification",
+               methods=["original"], devices=["cuda"], dataset=f"image-dir:{image_dir}")
+    assert recs[0]["status"] == "skipped" and "CUDA" in recs[0]["reason"]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(task="sentence-embeding"), "did you mean 'sentence-embedding'"),
+    (dict(methods=["fp61"]), "did you mean 'fp16'"),
+    (dict(models=["/no/such/model"]), "does not exist"),
+    (dict(dataset="csv:/no/such.csv"), "does not exist"),
+    (dict(protocol=fast_protocol(batch_size=0)), "--batch-size must be a positive number"),
+    (dict(dataset_options=DatasetOptions(text_column="body")), "no column 'body'"),
+])
+def test_bad_input_fails_before_any_variant(tmp_path, tiny_bert_dir, topic_csv, kw, message):
+    base = dict(models=[str(tiny_bert_dir)], task="sentence-embedding", methods=["original"], dataset=f"csv:{topic_csv}")
+    base.update(kw)
+    with pytest.raises(SqueezebenchError, match=message):
+        Runner(RunConfig(out=tmp_path / "r", team="t", protocol=base.pop("protocol", fast_protocol()), **base))
+    assert not (tmp_path / "r").exists()
