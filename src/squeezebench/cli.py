@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="measure a model and its compressed variants")
     run.add_argument("--model", action="append", required=True,
-                     help="Hugging Face id or directory, gguf:FILE, python:pkg.module:function, offline:NAME (repeatable)")
+                     help="Hugging Face id or directory, gguf:FILE, onnx:FILE, python:pkg.module:function, offline:NAME "
+                     "(repeatable)")
     run.add_argument("--task", required=True, help="see `squeezebench tasks`")
     run.add_argument("--methods", nargs="+", default=["original"],
                      help="methods or chains, e.g. original fp16 int4-weight-only:group_size=64 a+b")
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--text-column", default="text")
     run.add_argument("--label-column", default="label")
     run.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
+    run.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
+                     "(default: tokenizer files beside the .onnx file)")
     _add_measure_args(run)
 
     demo = sub.add_parser("demo", help="offline demo: all-MiniLM-L6-v2 on BBC News, original/fp16/bf16")
@@ -132,7 +135,7 @@ def cmd_run(args) -> int:
                        devices=args.devices or _default_devices(), dataset=args.dataset,
                        dataset_options=DatasetOptions(args.text_column, args.label_column or None),
                        protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
-                       trust_remote_code=args.trust_remote_code, timeout_s=args.timeout,
+                       trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
                        command="squeezebench " + shlex.join(sys.argv[1:]))
     return _run(config)
 

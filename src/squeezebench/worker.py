@@ -43,11 +43,12 @@ def _setup(job: dict[str, Any]):
     return TASKS.get(job["task"]), Protocol(**job["protocol"])
 
 
-def _dataset(job: dict[str, Any], protocol):
+def _dataset(job: dict[str, Any], protocol, with_rest: bool = False):
     from squeezebench.tasks.data import DatasetOptions, load_dataset
 
-    ds = load_dataset(job["dataset"], DatasetOptions(**job["dataset_options"]))
-    return ds.subset(protocol.limit, protocol.seed)
+    full = load_dataset(job["dataset"], DatasetOptions(**job["dataset_options"]))
+    subset = full.subset(protocol.limit, protocol.seed)
+    return (subset, full.rest(subset)) if with_rest else subset
 
 
 def build(job: dict[str, Any]) -> dict[str, Any]:
@@ -63,14 +64,18 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
         from squeezebench.runtimes.onnxruntime import build_onnx_input
 
         return build_onnx_input(job, task, chain)
-    dataset = _dataset(job, protocol)
+    dataset, rest = _dataset(job, protocol, with_rest=True)
     t0 = time.perf_counter()
     bundle = load_model(job["source"], task, num_labels=len(dataset.label_names or []) or None)
     load_s = time.perf_counter() - t0
     parameters = bundle.parameter_count()
     data = task.prepare(dataset, bundle, protocol)
-    ctx = MethodContext(task=task, bundle=bundle, device=job["build_device"],
-                        calibration=lambda n: task.calibration_inputs(bundle, data, protocol, n))
+    # calibration data comes from examples outside the evaluated subset when there are any
+    calib_data = task.prepare(rest, bundle, protocol) if rest.examples and task.name != "sentence-embedding" else data
+    ctx = MethodContext(task=task, bundle=bundle, device=job["build_device"], protocol=protocol,
+                        calibration=lambda n: task.calibration_inputs(bundle, calib_data, protocol, n))
+    if calib_data is data and task.name != "sentence-embedding":
+        ctx.notes.append("calibration data overlaps the evaluated examples (no examples outside --limit)")
     for config in chain:
         method = METHODS.get(config.name)
         if method.check is not None:

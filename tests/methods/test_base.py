@@ -28,3 +28,11 @@ def test_unknown_parameter_lists_known_ones():
 def test_malformed_parameter():
     with pytest.raises(SqueezebenchError, match="key=value"):
         parse_method("fp16:oops")
+
+
+def test_alias_with_colon_in_its_name():
+    import squeezebench.methods as m
+
+    if "prune-2of4" not in m.METHODS:
+        pytest.skip("prune-2of4 not registered")
+    assert parse_method("prune-2:4").name == "prune-2of4"

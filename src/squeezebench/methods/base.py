@@ -38,10 +38,18 @@ class MethodContext:
     bundle: Any  # squeezebench.models.bundle.ModelBundle
     device: str = "cpu"
     calibration: Optional[Callable[[int], list[dict]]] = None  # n -> list of model input dicts
+    protocol: Any = None  # squeezebench.tasks.Protocol of the run (e.g. protocol.calibration_samples)
     notes: list[str] = field(default_factory=list)
     # facts a transform states about its result, copied into the record's size section, e.g.
     # {"in_memory_compressed": True, "in_memory_format": "int4 packed, group 128", "storage": "..."}
     facts: dict[str, Any] = field(default_factory=dict)
+
+
+def calibration_count(ctx: "MethodContext", n: Optional[int] = None) -> int:
+    """How many calibration samples to use: the method's own parameter, else the run's --calibration-samples."""
+    if n:
+        return int(n)
+    return int(getattr(ctx.protocol, "calibration_samples", None) or 32)
 
 
 @dataclass
@@ -158,11 +166,18 @@ def _convert(value: str, typ: Any, name: str, param: str) -> Any:
     return value
 
 
+# The course's spelling "prune-2:4" holds the parameter separator; it is read as prune-2of4.
+ALIASES = {"prune-2:4": "prune-2of4"}
+
+
 def parse_method(text: str) -> MethodConfig:
     """Parse one ``name[:k=v,...]`` into its config; unknown names/params give a one-line error."""
     text = text.strip()
     if not text:
         raise SqueezebenchError("empty method name; see `squeezebench methods` for the list")
+    for alias, target in ALIASES.items():  # names that contain a colon themselves
+        if text == alias or text.startswith(alias + ":"):
+            text = target + text[len(alias):]
     name, _, rest = text.partition(":")
     method = METHODS.get(name.strip())
     cls = method.config_cls

@@ -125,7 +125,7 @@ class CausalLM(Task):
     def calibration_inputs(self, bundle, data, protocol, n):
         ids = data["ids"]
         out = []
-        for i in range(n):  # windows taken from the end of the scored text, backwards
+        for i in range(n):  # windows from the end of the text, backwards (disjoint data when the worker has it)
             start = max(0, ids.numel() - (i + 1) * protocol.seq_len)
             out.append({"input_ids": ids[start:start + protocol.seq_len].unsqueeze(0).clone()})
         return out

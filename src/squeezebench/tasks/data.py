@@ -53,6 +53,12 @@ class Dataset:
         return Dataset(self.spec, [self.examples[i] for i in sorted(idx)], self.label_names,
                        dict(self.meta, limit=limit, seed=seed))
 
+    def rest(self, subset: "Dataset") -> "Dataset":
+        """The examples of this dataset that ``subset`` left out (disjoint calibration data)."""
+        taken = {id(ex) for ex in subset.examples}
+        return Dataset(self.spec, [ex for ex in self.examples if id(ex) not in taken], self.label_names,
+                       dict(self.meta, part="outside the evaluated subset"))
+
     def split(self, test_fraction: float, seed: int) -> tuple["Dataset", "Dataset"]:
         """Deterministic stratified train/test split."""
         order = stratified_order(self.examples, seed)

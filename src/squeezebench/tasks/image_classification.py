@@ -94,7 +94,8 @@ class ImageClassification(Task):
         return {"pixel_values": self._pixels(bundle, ex)}
 
     def calibration_inputs(self, bundle, data, protocol, n):
-        return [{"pixel_values": self._pixels(bundle, [ex])} for ex in data["test"].examples[-n:]]
+        # a class-balanced pick; the worker passes images outside the evaluated subset when there are any
+        return [{"pixel_values": self._pixels(bundle, [ex])} for ex in data["test"].subset(n, protocol.seed).examples]
 
     def evaluate(self, run, bundle, data, protocol, reference):
         ds = data["test"]

@@ -70,8 +70,8 @@ class TextClassification(Task):
                                        protocol.batch_size, protocol.seq_len)
 
     def calibration_inputs(self, bundle, data, protocol, n):
-        # the whole set is scored, so calibrate on the end of the deterministic order (documented in the record)
-        texts = [ex["text"] for ex in data["test"].examples][-n:]
+        # the worker passes data prepared from examples outside the evaluated subset when there are any
+        texts = [ex["text"] for ex in data["test"].subset(n, protocol.seed).examples]
         return [text_common.fixed_batch(bundle, [t], 1, protocol.seq_len) for t in texts]
 
     def evaluate(self, run, bundle, data, protocol, reference):

@@ -1,0 +1,370 @@
+"""ONNX export for ONNX Runtime: fp32 (``onnx``), int8 dynamic and int8 static (QDQ) quantisation.
+
+The task's wrapped module (``forward(**inputs) -> tensor``) is exported with dynamic batch (and sequence)
+axes, checked against PyTorch on the example input and on a second shape, and saved as ``model.onnx``.
+The TorchScript-based exporter is the default: on this project's CPU it gave the faster int8 graph
+(see the notes on dependencies); ``exporter=dynamo`` tries torch.export and falls back to it on failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional
+
+import numpy as np
+import torch
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.methods.base import ExportResult, MethodConfig, MethodContext, register_export
+from squeezebench.runtimes.onnxruntime import (DEFAULT_OPT_LEVEL, MODEL_FILE, NUMPY_TYPES, check_device,
+                                               open_session, optimized_graph_summary, weight_files_of)
+
+log = logging.getLogger(__name__)
+
+# Export check: max |ORT - PyTorch| <= REL_TOL * max(1, max |PyTorch output|); looser for half-precision models.
+FP32_REL_TOL = 1e-3
+HALF_REL_TOL = 2e-2
+# int8 graphs are only sanity-checked (task quality measures their real cost): mean cosine to PyTorch.
+INT8_MIN_COSINE = 0.9
+
+
+@dataclass(frozen=True)
+class OnnxConfig(MethodConfig):
+    """fp32 ONNX graph run by ONNX Runtime."""
+
+    name: ClassVar[str] = "onnx"
+    opset: int = 17
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+
+
+@dataclass(frozen=True)
+class OnnxInt8DynamicConfig(OnnxConfig):
+    """ONNX export + ``quantize_dynamic``: int8 weights, activations quantised at run time."""
+
+    name: ClassVar[str] = "onnx-int8-dynamic"
+    per_channel: bool = True  # per-tensor lost more here: MiniLM cosine to fp32 0.956 vs 0.994 per channel
+    reduce_range: bool = False
+
+
+@dataclass(frozen=True)
+class OnnxInt8StaticConfig(OnnxConfig):
+    """ONNX export + ``quantize_static`` (QDQ): int8 weights and activations, ranges from calibration data."""
+
+    name: ClassVar[str] = "onnx-int8-static"
+    calibration_samples: Optional[int] = None  # default: --calibration-samples
+    calibrate: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    activations: Literal["uint8", "int8"] = "uint8"
+    # MatMuls fed by a GELU (transformer FFN down-projections) stay float: the GELU's long tail breaks static
+    # int8 ranges (MiniLM cosine to fp32 0.947 with them quantised, 0.994 without)
+    skip_gelu_inputs: bool = True
+
+
+# --- export -----------------------------------------------------------------------------------------------
+def _module_dtype(module: torch.nn.Module) -> torch.dtype:
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _example(ctx: MethodContext, module: torch.nn.Module, n: int = 1) -> list[dict[str, torch.Tensor]]:
+    """n calibration inputs restricted to the task's input names, floats cast to the module's dtype."""
+    if ctx.calibration is None:
+        raise SqueezebenchError("ONNX export needs example inputs from the task data; none were given")
+    dtype = _module_dtype(module)
+    out = []
+    for sample in ctx.calibration(n):
+        names = [k for k in ctx.task.input_names if k in sample] or list(sample)
+        out.append({k: sample[k].to(dtype) if sample[k].is_floating_point() else sample[k] for k in names})
+    if not out:
+        raise SqueezebenchError("ONNX export needs at least one example input; the task data gave none")
+    return out
+
+
+def _dynamic_axes(example: dict[str, torch.Tensor], output: torch.Tensor) -> dict[str, dict[int, str]]:
+    """Batch is dynamic everywhere; the sequence axis of integer (token) inputs too."""
+    axes: dict[str, dict[int, str]] = {}
+    for name, t in example.items():
+        axes[name] = {0: "batch"}
+        if t.dim() >= 2 and not t.is_floating_point():
+            axes[name][1] = "sequence"
+    has_sequence = any(1 in a for a in axes.values())
+    axes["output"] = {0: "batch", 1: "sequence"} if has_sequence and output.dim() >= 3 else {0: "batch"}
+    return axes
+
+
+def _export(module, example: dict[str, torch.Tensor], path: Path, opset: int, exporter: str,
+            axes: dict[str, dict[int, str]]) -> None:
+    names = list(example)
+    args = tuple(example[n] for n in names)
+    kwargs: dict[str, Any] = dict(input_names=names, output_names=["output"], opset_version=opset, dynamic_axes=axes)
+    if exporter == "dynamo":
+        torch.onnx.export(module, args, str(path), dynamo=True, external_data=True, **kwargs)
+    else:
+        torch.onnx.export(module, args, str(path), dynamo=False, do_constant_folding=True, **kwargs)
+
+
+def export_onnx(module: torch.nn.Module, config: OnnxConfig, example: dict[str, torch.Tensor],
+                path: Path) -> dict[str, Any]:
+    """Write ``path`` (fp32 or the module's dtype); returns what was used (exporter, opset, seconds)."""
+    import onnx
+
+    with torch.inference_mode():
+        output = module(**example)
+    axes = _dynamic_axes(example, output)
+    facts: dict[str, Any] = {"exporter_requested": config.exporter, "dynamic_axes": axes}
+    t0 = time.perf_counter()
+    used = config.exporter
+    if config.exporter == "dynamo":
+        try:
+            _export(module, example, path, config.opset, "dynamo", axes)
+        except Exception as exc:  # noqa: BLE001 - torch.export fails in many ways; fall back, say why
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            log.warning("dynamo ONNX export failed (%s); falling back to the TorchScript-based exporter", why)
+            facts["exporter_fallback_reason"] = why
+            for stale in path.parent.glob(path.name + "*"):
+                stale.unlink()
+            used = "torchscript"
+    if used == "torchscript":
+        _export(module, example, path, config.opset, "torchscript", axes)
+    facts["exporter"] = used
+    facts["export_s"] = time.perf_counter() - t0
+    model = onnx.load(str(path), load_external_data=False)
+    facts["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    facts["input_names"] = list(example)
+    return facts
+
+
+# --- verification -----------------------------------------------------------------------------------------
+def _second_shape(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A batch of 2 with half the sequence length: proves the dynamic axes really are dynamic."""
+    pair = samples[:2] if len(samples) >= 2 else samples * 2
+    out = {}
+    for name in pair[0]:
+        t = torch.cat([s[name] for s in pair])
+        if t.dim() >= 2 and not t.is_floating_point() and t.shape[1] >= 4:
+            t = t[:, : t.shape[1] // 2].clone()
+            if name == "attention_mask":  # padding in one row: the graph must honour the mask
+                t[1, t.shape[1] // 2:] = 0
+        out[name] = t
+    return out
+
+
+def compare_with_pytorch(path: Path, module: torch.nn.Module, inputs: list[dict[str, torch.Tensor]],
+                         threads: int) -> dict[str, Any]:
+    """Max abs difference and mean row cosine between ONNX Runtime and PyTorch on each input."""
+    session = open_session(path, threads)
+    types = {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
+    diffs, scales, cosines, shapes = [], [], [], []
+    for inp in inputs:
+        with torch.inference_mode():
+            ref = module(**inp).float().numpy()
+        feeds = {k: inp[k].numpy().astype(t) for k, t in types.items()}
+        got = session.run(None, feeds)[0].astype(np.float32)
+        if got.shape != ref.shape:
+            raise SqueezebenchError(f"the ONNX graph gives shape {got.shape} where PyTorch gives {ref.shape} "
+                                    f"(inputs {[list(v.shape) for v in inp.values()]})")
+        diffs.append(float(np.abs(got - ref).max()))
+        scales.append(float(np.abs(ref).max()))
+        a, b = got.reshape(len(got), -1), ref.reshape(len(ref), -1)
+        cosines.append(float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean()))
+        shapes.append({k: list(v.shape) for k, v in inp.items()})
+    return {"max_abs_diff": max(diffs), "reference_max_abs": max(scales), "mean_cosine": min(cosines),
+            "inputs": shapes}
+
+
+def _check_fp(result: dict[str, Any], dtype: torch.dtype) -> None:
+    rel = FP32_REL_TOL if dtype == torch.float32 else HALF_REL_TOL
+    tol = rel * max(1.0, result["reference_max_abs"])
+    result["tolerance"] = f"max abs diff <= {rel:g} * max(1, max |PyTorch output|) = {tol:.3g}"
+    if not np.isfinite(result["max_abs_diff"]) or result["max_abs_diff"] > tol:
+        raise SqueezebenchError(f"the exported ONNX graph diverges from PyTorch: max abs diff "
+                                f"{result['max_abs_diff']:.3g} > {tol:.3g} (inputs {result['inputs']}); "
+                                "try exporter=dynamo or another opset")
+
+
+def _check_int8(result: dict[str, Any]) -> None:
+    result["tolerance"] = f"mean cosine to PyTorch >= {INT8_MIN_COSINE} (sanity check; task quality measures the cost)"
+    if not np.isfinite(result["mean_cosine"]) or result["mean_cosine"] < INT8_MIN_COSINE:
+        raise SqueezebenchError(f"the int8 ONNX graph's output is far from PyTorch's: mean cosine "
+                                f"{result['mean_cosine']:.3f} < {INT8_MIN_COSINE}; the quantised graph is broken")
+
+
+# --- methods ----------------------------------------------------------------------------------------------
+def _check(config: OnnxConfig, ctx: MethodContext) -> Optional[str]:
+    reason = check_device(ctx.device)
+    if reason:
+        return reason
+    if config.exporter == "dynamo":
+        try:
+            import onnxscript  # noqa: F401
+        except ImportError:
+            log.info("onnxscript is missing; exporter=dynamo will fall back to the TorchScript-based exporter")
+    return None
+
+
+def _check_int8_method(config: OnnxConfig, ctx: MethodContext) -> Optional[str]:
+    reason = _check(config, ctx)
+    if reason:
+        return reason
+    if ctx.bundle is not None and ctx.bundle.module is not None and _module_dtype(ctx.bundle.module) != torch.float32:
+        return "ONNX Runtime int8 quantisation needs an fp32 model (put the cast after, not before)"
+    return None
+
+
+def _export_fp32(module, config: OnnxConfig, ctx: MethodContext, path: Path) -> tuple[dict, list]:
+    samples = _example(ctx, module, 2)
+    facts = export_onnx(module, config, samples[0], path)
+    inputs = [samples[0], _second_shape(samples)]
+    check = compare_with_pytorch(path, module, inputs, torch.get_num_threads())
+    _check_fp(check, _module_dtype(module))
+    facts["check_vs_pytorch"] = check
+    return facts, inputs
+
+
+def _finish(path: Path, config: OnnxConfig, ctx: MethodContext, export: dict[str, Any],
+            quantization: Optional[dict[str, Any]], fmt: str) -> ExportResult:
+    summary = optimized_graph_summary(path, DEFAULT_OPT_LEVEL, torch.get_num_threads())
+    ctx.facts.update(in_memory_compressed=bool(quantization) and summary["weights_int8_in_memory"],
+                     in_memory_format=fmt if summary["weights_int8_in_memory"] or not quantization
+                     else f"{fmt}; but ONNX Runtime's optimised graph holds float weights")
+    ctx.notes.append(f"ONNX export with the {export['exporter']} exporter, opset {export['opset']}")
+    if "exporter_fallback_reason" in export:
+        ctx.notes.append(f"dynamo export failed, fell back to TorchScript: {export['exporter_fallback_reason']}")
+    extra = {"onnx_file": MODEL_FILE, "onnx_export": export, "ort_graph_optimization_level": DEFAULT_OPT_LEVEL,
+             "ort_optimized_graph": summary}
+    if quantization:
+        extra["quantization"] = quantization
+    return ExportResult(runtime="onnxruntime", weight_files=weight_files_of(path), manifest_extra=extra)
+
+
+@register_export(OnnxConfig, "export to ONNX (fp32) and run with ONNX Runtime", check=_check, devices=("cpu", "cuda"))
+def onnx_export(module, config: OnnxConfig, ctx: MethodContext, directory: Path) -> ExportResult:
+    path = Path(directory) / MODEL_FILE
+    export, _ = _export_fp32(module, config, ctx, path)
+    dtype = str(_module_dtype(module)).removeprefix("torch.")
+    return _finish(path, config, ctx, export, None, f"{dtype} (ONNX Runtime)")
+
+
+def _quantize(module, config: OnnxConfig, ctx: MethodContext, directory: Path, quantize) -> ExportResult:
+    """Export fp32 to a temporary folder, quantise into the artifact, check the int8 graph against PyTorch."""
+    path = Path(directory) / MODEL_FILE
+    with tempfile.TemporaryDirectory(prefix="squeezebench-onnx-") as tmp:
+        fp32 = Path(tmp) / MODEL_FILE
+        export, inputs = _export_fp32(module, config, ctx, fp32)
+        t0 = time.perf_counter()
+        quantization = quantize(fp32, path)
+        quantization["quantize_s"] = time.perf_counter() - t0
+        quantization["fp32_onnx_bytes"] = sum(f.stat().st_size for f in weight_files_of(fp32))
+    check = compare_with_pytorch(path, module, inputs, torch.get_num_threads())
+    _check_int8(check)
+    quantization["check_vs_pytorch"] = check
+    return _finish(path, config, ctx, export, quantization, quantization["format"])
+
+
+@register_export(OnnxInt8DynamicConfig, "ONNX export + ONNX Runtime dynamic int8 quantisation (weights int8, "
+                 "activations quantised per call)", check=_check_int8_method)
+def onnx_int8_dynamic(module, config: OnnxInt8DynamicConfig, ctx: MethodContext, directory: Path) -> ExportResult:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def quantize(src: Path, dst: Path) -> dict[str, Any]:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                         reduce_range=config.reduce_range)
+        return {"api": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                "per_channel": config.per_channel, "reduce_range": config.reduce_range,
+                "activations": "uint8, quantised at run time per call",
+                "format": f"int8 weights ({'per channel' if config.per_channel else 'per tensor'}), dynamic activations"}
+
+    return _quantize(module, config, ctx, directory, quantize)
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over the task's calibration inputs."""
+
+    def __init__(self, samples: list[dict[str, torch.Tensor]], types: dict[str, Any]):
+        self._items = iter([{k: s[k].numpy().astype(t) for k, t in types.items()} for s in samples])
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        return next(self._items, None)
+
+    def rewind(self) -> None:  # part of the reader protocol; one pass is all quantize_static needs
+        pass
+
+
+@register_export(OnnxInt8StaticConfig, "ONNX export + ONNX Runtime static int8 quantisation (QDQ, weights and "
+                 "activations int8, ranges from calibration data)", check=_check_int8_method, needs_calibration=True)
+def onnx_int8_static(module, config: OnnxInt8StaticConfig, ctx: MethodContext, directory: Path) -> ExportResult:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    n = config.calibration_samples or _protocol_samples(ctx)
+    samples = _example(ctx, module, n)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibrate]
+    activation = QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8
+
+    def quantize(src: Path, dst: Path) -> dict[str, Any]:
+        session = open_session(src, 1)
+        types = {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
+        del session
+        nodes, skipped = weight_nodes(src, config.skip_gelu_inputs)
+        if not nodes:
+            raise SqueezebenchError("onnx-int8-static found no MatMul, Gemm or Conv with constant weights to quantise")
+        reader = type("Reader", (_Calibration, CalibrationDataReader), {})(samples, types)
+        quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+                        activation_type=activation, weight_type=QuantType.QInt8, calibrate_method=method,
+                        nodes_to_quantize=nodes)
+        return {"api": "onnxruntime.quantization.quantize_static", "format_onnx": "QDQ", "weight_type": "QInt8",
+                "activation_type": activation.name, "per_channel": config.per_channel,
+                "calibrate_method": method.name, "calibration_samples": len(samples),
+                "quantized_nodes": len(nodes), "left_float": {"after a GELU": skipped},
+                "scope": "MatMul/Gemm/Conv nodes with constant weights (their inputs and weights)",
+                "format": f"int8 weights ({'per channel' if config.per_channel else 'per tensor'}), "
+                          f"{config.activations} activations (static ranges)"}
+
+    return _quantize(module, config, ctx, directory, quantize)
+
+
+def weight_nodes(path: Path, skip_gelu_inputs: bool) -> tuple[list[str], int]:
+    """Names of MatMul/Gemm/Conv nodes with a constant weight; optionally without those fed by a GELU."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    constants = {t.name for t in model.graph.initializer}
+    constants.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def after_gelu(tensor: str, depth: int = 4) -> bool:
+        node = producer.get(tensor)
+        if node is None or depth == 0:
+            return False
+        if node.op_type in ("Erf", "Gelu", "FastGelu", "BiasGelu"):
+            return True
+        return node.op_type in ("Mul", "Add", "Div") and any(after_gelu(i, depth - 1) for i in node.input)
+
+    nodes, skipped = [], 0
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm", "Conv") and len(node.input) > 1 and node.input[1] in constants:
+            if skip_gelu_inputs and after_gelu(node.input[0]):
+                skipped += 1
+            else:
+                nodes.append(node.name)
+    return nodes, skipped
+
+
+def _protocol_samples(ctx: MethodContext) -> int:
+    """The run's --calibration-samples: ``ctx.protocol`` if the context has one, else the protocol the
+    worker's calibration closure captured; 32 (the Protocol default) when neither is there."""
+    import inspect
+
+    protocol = getattr(ctx, "protocol", None)
+    if protocol is None and ctx.calibration is not None:
+        try:
+            protocol = inspect.getclosurevars(ctx.calibration).nonlocals.get("protocol")
+        except TypeError:  # not a Python function (e.g. a functools.partial in tests)
+            protocol = None
+    return int(getattr(protocol, "calibration_samples", None) or 32)
