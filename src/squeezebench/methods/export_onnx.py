@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import ExportResult, MethodConfig, MethodContext, register_export
+from squeezebench.methods.base import calibration_count, ExportResult, MethodConfig, MethodContext, register_export
 from squeezebench.runtimes.onnxruntime import (DEFAULT_OPT_LEVEL, MODEL_FILE, NUMPY_TYPES, check_device,
                                                open_session, optimized_graph_summary, weight_files_of)
 
@@ -301,7 +301,7 @@ class _Calibration:
 def onnx_int8_static(module, config: OnnxInt8StaticConfig, ctx: MethodContext, directory: Path) -> ExportResult:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    n = config.calibration_samples or _protocol_samples(ctx)
+    n = config.calibration_samples or calibration_count(ctx)
     samples = _example(ctx, module, n)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibrate]
@@ -354,17 +354,3 @@ def weight_nodes(path: Path, skip_gelu_inputs: bool) -> tuple[list[str], int]:
             else:
                 nodes.append(node.name)
     return nodes, skipped
-
-
-def _protocol_samples(ctx: MethodContext) -> int:
-    """The run's --calibration-samples: ``ctx.protocol`` if the context has one, else the protocol the
-    worker's calibration closure captured; 32 (the Protocol default) when neither is there."""
-    import inspect
-
-    protocol = getattr(ctx, "protocol", None)
-    if protocol is None and ctx.calibration is not None:
-        try:
-            protocol = inspect.getclosurevars(ctx.calibration).nonlocals.get("protocol")
-        except TypeError:  # not a Python function (e.g. a functools.partial in tests)
-            protocol = None
-    return int(getattr(protocol, "calibration_samples", None) or 32)
