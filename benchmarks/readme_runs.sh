@@ -3,14 +3,19 @@
 # Usage: bash benchmarks/readme_runs.sh [demo|minilm|smollm2|efficientnet]...   (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-SB=".venv/bin/squeezebench"
+# THREADS=1 PIN="taskset -c 0" measures on one pinned core (what the README's tables used, so that other work
+# could run on the second core); THREADS= PIN= uses PyTorch's default threads on all cores.
+THREADS=${THREADS-1}
+PIN=${PIN-taskset -c 0}
+SB="$PIN .venv/bin/squeezebench"
+T=${THREADS:+--threads $THREADS}
 TEAM=${TEAM:-squeezebench}
 IMAGENET=${IMAGENET:-../shared/data/imagenet-sample}
 
-run_demo() { $SB demo --team "$TEAM" --out results/demo; }
+run_demo() { $SB demo $T --team "$TEAM" --out results/demo; }
 
 run_minilm() {
-  $SB run --team "$TEAM" --out results/minilm --model offline:all-minilm-l6-v2 --task sentence-embedding \
+  $SB run $T --team "$TEAM" --out results/minilm --model offline:all-minilm-l6-v2 --task sentence-embedding \
     --dataset bbc-news --limit 500 --devices cpu --methods original fp16 \
     int8-dynamic int8-static int8-weight-only int4-weight-only gptq awq \
     prune-unstructured:sparsity=0.5 prune-structured:ratio=0.3 cluster-kmeans:k=16 \
@@ -20,14 +25,14 @@ run_minilm() {
 }
 
 run_smollm2() {
-  $SB run --team "$TEAM" --out results/smollm2 --model offline:smollm2-135m --task causal-lm \
+  $SB run $T --team "$TEAM" --out results/smollm2 --model offline:smollm2-135m --task causal-lm \
     --dataset bbc-news --limit 60 --ppl-max-tokens 4096 --calibration-samples 32 --devices cpu --methods original \
     int8-dynamic int8-weight-only int4-weight-only:group_size=128 gptq:group_size=128 awq:group_size=128 \
     prune-unstructured:sparsity=0.5 cluster-kmeans:k=16 onnx-int8-dynamic bnb-nf4
 }
 
 run_efficientnet() {
-  $SB run --team "$TEAM" --out results/efficientnet --model offline:efficientnet-lite0 --task image-classification \
+  $SB run $T --team "$TEAM" --out results/efficientnet --model offline:efficientnet-lite0 --task image-classification \
     --dataset "imagenet-sample:$IMAGENET" --limit 300 --devices cpu --methods original \
     onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile \
     int8-dynamic prune-structured:ratio=0.3 cluster-kmeans:k=16

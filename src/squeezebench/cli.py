@@ -12,7 +12,7 @@ from typing import Optional
 from squeezebench.errors import SqueezebenchError
 
 DEMO_MODEL = "offline:all-minilm-l6-v2"
-DEMO_LIMIT = 500
+DEMO_LIMIT = 300
 
 
 def _positive_int(text: str) -> int:

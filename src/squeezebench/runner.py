@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from squeezebench.errors import SqueezebenchError
+from squeezebench.measures.memory import current_rss_mb
 from squeezebench.methods import METHODS, chain_spec, parse_chain
 from squeezebench.models.sources import check_available, source_of
 from squeezebench.results import RunFile, iter_records
@@ -145,6 +146,7 @@ class Runner:
             with open(log_path, "ab") as logf:
                 logf.write(f"\n=== {datetime.now(timezone.utc).isoformat()} {phase}\n".encode())
                 logf.flush()
+                parent_rss = current_rss_mb()  # a forked child's ru_maxrss starts from this (Linux copies hiwater)
                 t0 = time.perf_counter()
                 proc = subprocess.Popen([sys.executable, "-m", "squeezebench.worker", phase, str(job_path),
                                          str(result_path)], stdout=logf, stderr=subprocess.STDOUT,
@@ -160,7 +162,8 @@ class Runner:
                     timer.cancel()
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 wall = time.perf_counter() - t0
-            accounting = {"child_maxrss_mb": usage.ru_maxrss / 1024, "exit_code": proc.returncode, "wall_s": wall}
+            accounting = {"child_maxrss_mb": usage.ru_maxrss / 1024, "parent_rss_at_spawn_mb": parent_rss,
+                          "exit_code": proc.returncode, "wall_s": wall}
             if result_path.is_file():
                 return json.loads(result_path.read_text()), accounting
         tail = _tail(log_path)
@@ -202,7 +205,9 @@ class Runner:
                         build, acct = self._spawn("build", job, log_path)
                         build["os"] = acct
                     record["build"] = build
-                    if build["status"] != "ok":
+                    if build["status"] == "ok" and device.startswith("cuda") and not _cuda_available():
+                        record.update(status="skipped", reason="no CUDA device visible to PyTorch")
+                    elif build["status"] != "ok":
                         record.update(status=build["status"], reason=build.get("reason"), error=build.get("error"))
                     else:
                         self.progress(f"{label}: measuring (latency, memory, quality)...")
@@ -211,6 +216,7 @@ class Runner:
                         record.update(result)
                         if result.get("status") == "ok":
                             record["memory"]["os_child_maxrss_mb"] = acct["child_maxrss_mb"]
+                            record["memory"]["parent_rss_at_spawn_mb"] = acct["parent_rss_at_spawn_mb"]
                         record["os"] = acct
                     record["finished"] = datetime.now(timezone.utc).isoformat()
                     if run_file is None:
@@ -230,6 +236,12 @@ class Runner:
                                                           "options": dataclasses.asdict(self.config.dataset_options)},
                 "method": method, "chain": [{"name": c.name, "params": c.params()} for c in parse_chain(method)],
                 "device": device, "protocol": self._protocol_dict(), "status": "pending"}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _build_device(method: str) -> str:

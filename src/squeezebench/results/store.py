@@ -21,6 +21,7 @@ def atomic_write_json(path: Path, payload: Any) -> None:
             json.dump(payload, fh, indent=1, sort_keys=False)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
