@@ -27,15 +27,13 @@ run_minilm() {
 run_smollm2() {
   $SB run $T --team "$TEAM" --out results/smollm2 --model offline:smollm2-135m --task causal-lm \
     --dataset bbc-news --limit 60 --ppl-max-tokens 4096 --calibration-samples 32 --devices cpu --methods original \
-    int8-dynamic int8-weight-only int4-weight-only:group_size=128 gptq:group_size=128 awq:group_size=128 \
-    prune-unstructured:sparsity=0.5 cluster-kmeans:k=16 onnx-int8-dynamic bnb-nf4
+    int8-dynamic int4-weight-only:group_size=128 gptq:group_size=128 awq:group_size=128 cluster-kmeans:k=16
 }
 
 run_efficientnet() {
   $SB run $T --team "$TEAM" --out results/efficientnet --model offline:efficientnet-lite0 --task image-classification \
     --dataset "imagenet-sample:$IMAGENET" --limit 300 --devices cpu --methods original \
-    onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile \
-    int8-dynamic prune-structured:ratio=0.3 cluster-kmeans:k=16
+    onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile
 }
 
 for what in "${@:-demo minilm smollm2 efficientnet}"; do
