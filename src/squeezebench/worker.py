@@ -145,7 +145,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     data = task.prepare(_dataset(job, protocol), bundle, protocol)
     inputs = task.example_inputs(bundle, data, protocol)
     shapes = {k: list(v.shape) for k, v in inputs.items()}
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
         prepared = executable.prepare(inputs)
         latency = measure_latency(lambda: executable.run_prepared(prepared), device, protocol.warmup_iters,
                                   protocol.min_iters, protocol.min_time_s, protocol.max_time_s)
@@ -160,7 +160,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     if not job["is_original"] and ref_path.is_file():
         reference = dict(np.load(ref_path))
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
         result = task.evaluate(executable, bundle, data, protocol, reference)
     eval_s = time.perf_counter() - t0
     mem["process_peak_rss_mb"] = memory.peak_rss_mb()  # whole process, quality evaluation included

@@ -164,18 +164,18 @@ class UnstructuredConfig(MethodConfig):
 def _decode_bitmask(m: nn.Module) -> torch.Tensor:
     n = math.prod(m._dense_shape)
     mask = unpack_bits(m.weight_mask, n)
-    dense = m.weight_values.new_zeros(n)
-    dense[mask] = m.weight_values
-    return dense.view(m._dense_shape)
+    dense = m.weight_values.new_zeros(m._dense_shape)
+    dense.view(-1)[mask] = m.weight_values
+    return dense
 
 
 def _decode_csr(m: nn.Module) -> torch.Tensor:
     rows = m._dense_shape[0]
     cols = math.prod(m._dense_shape) // rows
     row = torch.repeat_interleave(torch.arange(rows, device=m.weight_crow.device), m.weight_crow.long().diff())
-    dense = m.weight_values.new_zeros(rows, cols)
-    dense[row, m.weight_col.long()] = m.weight_values
-    return dense.view(m._dense_shape)
+    dense = m.weight_values.new_zeros(m._dense_shape)
+    dense.view(rows, cols)[row, m.weight_col.long()] = m.weight_values
+    return dense
 
 
 CSR_MATMUL_MIN_SPARSITY = 0.9

@@ -32,7 +32,7 @@ class Executable:
         raise NotImplementedError
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
             return self.to_tensor(self.run_prepared(self.prepare(inputs)))
 
 
