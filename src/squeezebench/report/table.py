@@ -89,7 +89,7 @@ def flags_of(row: Row) -> list[str]:
         if ref and size["weights_bytes"] >= ref["weights_bytes"]:
             flags.append("not compressed: saved weights are not smaller than the original's")
         if size.get("in_memory_compressed") is False:
-            flags.append("not compressed in memory: weights are expanded to full precision at inference")
+            flags.append("not compressed in memory: weights are held at full precision at inference")
     for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
         mine, ref = getattr(row, dev), row.original.get(dev)
         if row.method != "original" and _ok(mine) and ref:
