@@ -53,7 +53,7 @@ def _dataset(job: dict[str, Any], protocol, with_rest: bool = False):
 
 def build(job: dict[str, Any]) -> dict[str, Any]:
     from squeezebench.measures.size import size_record
-    from squeezebench.methods import METHODS, MethodContext, parse_chain
+    from squeezebench.methods import METHODS, MethodContext, apply_chain, parse_chain
     from squeezebench.models.sources import load_model
     from squeezebench.runtimes.base import write_export_manifest
     from squeezebench.runtimes.pytorch import save_pytorch_artifact
@@ -85,13 +85,7 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     directory = Path(job["artifact_dir"])
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    export = None
-    for config in chain:
-        method = METHODS.get(config.name)
-        if method.is_export:
-            export = method.export(task.wrap(bundle).eval(), config, ctx, directory)
-        else:
-            bundle.module = method.transform(bundle.module, config, ctx) or bundle.module
+    export = apply_chain(bundle, chain, ctx, directory)
     transform_s = time.perf_counter() - t0
     extra = {"parameters": parameters, "notes": ctx.notes, "facts": ctx.facts}
     if export is None:

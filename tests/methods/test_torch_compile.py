@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from squeezebench.methods import METHODS, MethodContext, parse_chain
+from squeezebench.methods import METHODS, MethodContext, apply_chain, parse_chain
 from squeezebench.models.sources import load_model, source_of
 from squeezebench.runtimes import load_artifact
 from squeezebench.runtimes.base import write_export_manifest
@@ -25,13 +25,7 @@ def build(directory: Path, bundle, task, method: str):
     """What the worker's build phase does, in process: transforms, export, manifest."""
     chain = parse_chain(method)
     ctx = MethodContext(task=task, bundle=bundle, calibration=lambda n: [])
-    export = None
-    for config in chain:
-        m = METHODS.get(config.name)
-        if m.is_export:
-            export = m.export(task.wrap(bundle).eval(), config, ctx, directory)
-        else:
-            bundle.module = m.transform(bundle.module, config, ctx) or bundle.module
+    export = apply_chain(bundle, chain, ctx, directory)
     write_export_manifest(bundle, task, chain, directory, export.runtime, export.weight_files,
                           {"facts": ctx.facts, **export.manifest_extra})
     return export

@@ -4,6 +4,7 @@ from squeezebench.methods.base import (  # noqa: F401
     METHODS,
     ExportResult,
     Method,
+    apply_chain,
     MethodConfig,
     MethodContext,
     chain_spec,

@@ -219,3 +219,16 @@ def chain_spec(configs: list[MethodConfig]) -> str:
         changed = [f"{k}={v}" for k, v in c.params().items() if getattr(defaults, k) != v]
         labels.append(c.name + (":" + ",".join(changed) if changed else ""))
     return "+".join(labels)
+
+
+def apply_chain(bundle: Any, chain: list[MethodConfig], ctx: MethodContext, directory: Any) -> Optional[ExportResult]:
+    """Run a chain on ``bundle`` in order: transforms replace ``bundle.module``; a final export writes its files
+    into ``directory`` and is returned (None when the variant stays a PyTorch model)."""
+    export = None
+    for config in chain:
+        method = METHODS.get(config.name)
+        if method.is_export:
+            export = method.export(ctx.task.wrap(bundle).eval(), config, ctx, directory)
+        else:
+            bundle.module = method.transform(bundle.module, config, ctx) or bundle.module
+    return export

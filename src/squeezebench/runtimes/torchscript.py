@@ -16,29 +16,20 @@ from typing import Any, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
+from squeezebench.runtimes.base import Runtime, bundle_for_runtime, register_runtime
+from squeezebench.runtimes.pytorch import TorchExecutable
 
 log = logging.getLogger(__name__)
 
 TORCHSCRIPT_FILE = "model.pt"
 
 
-class TorchScriptExecutable(Executable):
+class TorchScriptExecutable(TorchExecutable):
+    """A loaded TorchScript archive; the input dtype comes from the manifest (a ScriptModule hides its weights)."""
+
     def __init__(self, module: torch.jit.ScriptModule, device: str, input_dtype: torch.dtype, info: dict[str, Any]):
-        self.module = module
-        self.device = device
+        super().__init__(module, device, info)
         self.input_dtype = input_dtype
-        self.info = info
-
-    def prepare(self, inputs):
-        return {k: (v.to(self.device, self.input_dtype) if v.is_floating_point() else v.to(self.device))
-                for k, v in inputs.items()}
-
-    def run_prepared(self, prepared):
-        return self.module(**prepared)
-
-    def to_tensor(self, output):
-        return output.detach().float().cpu()
 
 
 def load_torchscript(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
