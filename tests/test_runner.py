@@ -131,3 +131,20 @@ def test_bad_input_fails_before_any_variant(tmp_path, tiny_bert_dir, topic_csv, 
     with pytest.raises(SqueezebenchError, match=message):
         Runner(RunConfig(out=tmp_path / "r", team="t", protocol=base.pop("protocol", fast_protocol()), **base))
     assert not (tmp_path / "r").exists()
+
+
+def test_pruned_then_distilled_variant_is_saved_reloaded_and_closer_to_the_original(tmp_path, tiny_bert_dir,
+                                                                                     topic_csv):
+    pruned, distilled = "prune-structured:ratio=0.5", "prune-structured:ratio=0.5+distill:steps=40,batch_size=4,lr=0.001"
+    recs = by_method(run(tmp_path, models=[str(tiny_bert_dir)], task="sentence-embedding",
+                         methods=["original", pruned, distilled], dataset=f"csv:{topic_csv}",
+                         protocol=fast_protocol(calibration_samples=32)))
+    p = recs[("prune-structured:ratio=0.5", "cpu")]
+    d = recs[("prune-structured:ratio=0.5+distill:steps=40,batch_size=4,lr=0.001", "cpu")]
+    assert d["status"] == "ok", d
+    assert d["build"]["size"]["weights_bytes"] == p["build"]["size"]["weights_bytes"]  # same shapes
+    facts = d["build"]["size"]["distill"]
+    assert facts["loss_last"] < facts["loss_first"] and facts["blocks_matched"] == 2
+    cos_p = p["quality"]["metrics"]["cosine_to_original"]["value"]
+    cos_d = d["quality"]["metrics"]["cosine_to_original"]["value"]
+    assert 1 - cos_d < 1 - cos_p, (cos_p, cos_d)  # measured on the reloaded artifact

@@ -70,12 +70,11 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     parameters = bundle.parameter_count()
     data = task.prepare(dataset, bundle, protocol)
-    # calibration data comes from examples outside the evaluated subset when there are any
-    calib_data = task.prepare(rest, bundle, protocol) if rest.examples and task.name != "sentence-embedding" else data
+    calib_data, calib_note = task.calibration_data(data, rest, bundle, protocol)
     ctx = MethodContext(task=task, bundle=bundle, device=job["build_device"], protocol=protocol,
                         calibration=lambda n: task.calibration_inputs(bundle, calib_data, protocol, n))
-    if calib_data is data and task.name != "sentence-embedding":
-        ctx.notes.append("calibration data overlaps the evaluated examples (no examples outside --limit)")
+    if calib_note:
+        ctx.notes.append(calib_note)
     for config in chain:
         method = METHODS.get(config.name)
         if method.check is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -171,6 +173,30 @@ def test_structured_cnn_prunes_channels(tmp_path):
     assert features[3].out_channels == 8 and r["skeleton"].fc.in_features == 8
     assert torch.allclose(r["out"], r["reloaded"], atol=1e-6)
     assert r["size"] < r["orig_size"]
+
+
+def test_structured_cnn_reestimates_batchnorm_statistics():
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    calibration = [{"x": x[i:i + 1]} for i in range(6)]
+
+    def pruned(spec):
+        model = _cnn()
+        ctx = MethodContext(task=_StubTask(), bundle=ModelBundle(module=model, source={}),
+                            calibration=lambda n: calibration[:n])
+        return METHODS.get("prune-structured").transform(model, parse_method(spec), ctx), ctx
+
+    model, ctx = pruned("prune-structured:ratio=0.5")
+    assert ctx.facts["batchnorm_recalibration_inputs"] == 6
+    with torch.no_grad():  # the statistics describe the pruned consumer's output (upstream BN in batch mode)
+        h = copy.deepcopy(model).train().features[:4](x)
+    bn = model.features[4]
+    assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, h.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
+    assert bn.momentum == 0.1 and not bn.training
+
+    kept, ctx = pruned("prune-structured:ratio=0.5,bn_samples=0")  # off: the (fresh) statistics are untouched
+    assert ctx.facts["batchnorm_recalibration_inputs"] == 0
+    assert torch.equal(kept.features[4].running_mean, torch.zeros(8))
 
 
 def test_structured_check_explains_unsupported_models():

@@ -43,6 +43,7 @@ class MethodContext:
     # facts a transform states about its result, copied into the record's size section, e.g.
     # {"in_memory_compressed": True, "in_memory_format": "int4 packed, group 128", "storage": "..."}
     facts: dict[str, Any] = field(default_factory=dict)
+    original: Any = None  # the model before the chain, kept by apply_chain for methods with needs_original
 
 
 def calibration_count(ctx: "MethodContext", n: Optional[int] = None) -> int:
@@ -50,6 +51,23 @@ def calibration_count(ctx: "MethodContext", n: Optional[int] = None) -> int:
     if n:
         return int(n)
     return int(getattr(ctx.protocol, "calibration_samples", None) or 32)
+
+
+def stack_inputs(inputs: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    """Concatenate same-shaped calibration inputs (dicts of tensors, batch dim first) into batches of at most
+    ``batch_size``; inputs of another shape form their own batches."""
+    import torch
+
+    groups: dict[tuple, list[dict]] = {}
+    for item in inputs:
+        key = tuple((k, tuple(v.shape[1:])) for k, v in sorted(item.items()))
+        groups.setdefault(key, []).append(item)
+    out = []
+    for items in groups.values():
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            out.append({k: torch.cat([c[k] for c in chunk]) for k in chunk[0]})
+    return out
 
 
 @dataclass
@@ -70,6 +88,8 @@ class Method:
         skeleton so that the saved state dict loads into it (no calibration, no data). ``facts`` is the
         dict the transform filled in ``ctx.facts`` (saved in the manifest), e.g. pruned shapes.
     check(config, ctx) -> None or a reason why this method does not apply (recorded as skipped).
+    needs_original: the transform reads ``ctx.original`` (the model before the chain, e.g. a distillation
+        teacher); such a method cannot be a chain's first link.
     export(module, config, ctx, directory) -> ExportResult: for methods that hand the model to another
         runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain. ``module`` is the task's
         wrapped module (``ctx.task.wrap(ctx.bundle)``: forward(**inputs) -> one tensor) and the export
@@ -86,6 +106,7 @@ class Method:
     devices: tuple[str, ...] = ("cpu", "cuda")
     model_types: str = "any"
     needs_calibration: bool = False
+    needs_original: bool = False
 
     @property
     def is_export(self) -> bool:
@@ -104,6 +125,7 @@ def register_method(
     devices: tuple[str, ...] = ("cpu", "cuda"),
     model_types: str = "any",
     needs_calibration: bool = False,
+    needs_original: bool = False,
 ):
     """Decorator registering a transform function for ``config_cls``."""
 
@@ -111,7 +133,8 @@ def register_method(
         METHODS.register(
             config_cls.name,
             Method(config_cls.name, config_cls, summary, transform=fn, restore=restore, check=check,
-                   devices=devices, model_types=model_types, needs_calibration=needs_calibration),
+                   devices=devices, model_types=model_types, needs_calibration=needs_calibration,
+                   needs_original=needs_original),
         )
         return fn
 
@@ -208,6 +231,9 @@ def parse_chain(text: str) -> list[MethodConfig]:
     for c in configs[:-1]:
         if METHODS.get(c.name).is_export:
             raise SqueezebenchError(f"method {c.name} exports the model and must be the last link of {text!r}")
+    if METHODS.get(configs[0].name).needs_original:
+        raise SqueezebenchError(f"method {configs[0].name} recovers what an earlier link lost: put it after one, "
+                                f"e.g. prune-structured:ratio=0.3+{configs[0].name}")
     return configs
 
 
@@ -225,6 +251,10 @@ def apply_chain(bundle: Any, chain: list[MethodConfig], ctx: MethodContext, dire
     """Run a chain on ``bundle`` in order: transforms replace ``bundle.module``; a final export writes its files
     into ``directory`` and is returned (None when the variant stays a PyTorch model)."""
     export = None
+    if any(METHODS.get(c.name).needs_original for c in chain):
+        import copy
+
+        ctx.original = copy.deepcopy(bundle.module).eval()
     for config in chain:
         method = METHODS.get(config.name)
         if method.is_export:

@@ -278,10 +278,13 @@ class StructuredConfig(MethodConfig):
 
     name: ClassVar[str] = "prune-structured"
     ratio: float = 0.3
+    bn_samples: int = 256  # CNNs: calibration inputs that re-estimate batch-norm statistics after pruning; 0 = off
 
     def __post_init__(self):
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), got {self.ratio}")
+        if self.bn_samples < 0:
+            raise ValueError(f"bn_samples must be >= 0, got {self.bn_samples}")
 
 
 def _kept(n: int, ratio: float) -> int:
@@ -533,6 +536,38 @@ def _prune_cnn(chains: list[dict], ratio: float, acts: dict[int, torch.Tensor], 
     return summary
 
 
+def recalibrate_batchnorm(module: nn.Module, ctx: MethodContext, samples: int) -> int:
+    """Re-estimate every batch-norm's running mean/var (cumulative average) on ``samples`` calibration inputs:
+    removing input channels of a consumer conv shifts its output statistics and everything downstream.
+    Returns the number of inputs used (0 when there is no batch norm or no calibration data)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or samples <= 0 or ctx.calibration is None or ctx.task is None or ctx.bundle is None:
+        return 0
+    from squeezebench.methods.base import stack_inputs
+
+    batches = stack_inputs(ctx.calibration(samples), 32)
+    saved = ctx.bundle.module
+    ctx.bundle.module = module
+    try:
+        wrapped = ctx.task.wrap(ctx.bundle).eval()
+    finally:
+        ctx.bundle.module = saved
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over all batches
+        m.train()
+    try:
+        with torch.no_grad():
+            for b in batches:
+                wrapped(**b)
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+            m.eval()
+    return sum(next(iter(b.values())).shape[0] for b in batches)
+
+
 def _structured_plan(module: nn.Module) -> tuple[str, list]:
     layers = _transformer_layers(module)
     if layers:
@@ -568,6 +603,7 @@ def _prune_structured(module: nn.Module, config: StructuredConfig, ctx: MethodCo
     with torch.no_grad():
         summary = (_prune_transformer if kind == "transformer" else _prune_cnn)(plan, config.ratio, acts, rec)
     after = sum(p.numel() for p in module.parameters())
+    bn_inputs = recalibrate_batchnorm(module, ctx, config.bn_samples) if kind == "cnn" else 0
     importance = ("||W_col|| x mean|x| on calibration data" if acts else "weight norms (no calibration data)")
     ctx.facts.update({
         "in_memory_compressed": True,
@@ -576,8 +612,11 @@ def _prune_structured(module: nn.Module, config: StructuredConfig, ctx: MethodCo
         "structured_shapes": rec.shapes,
         "structured_attrs": rec.attrs,
         "structured_summary": summary,
+        "batchnorm_recalibration_inputs": bn_inputs,
     })
     what = "per layer: " + "; ".join(summary) if kind == "transformer" else f"{len(summary)} conv channel chains"
+    if bn_inputs:
+        what += f"; batch-norm statistics re-estimated on {bn_inputs} calibration inputs"
     ctx.notes.append(f"prune-structured ({kind}, importance {importance}, no fine-tuning): {what}")
     log.info("prune-structured kept %d of %d parameters", after, before)
     return module

@@ -56,6 +56,7 @@ class Task:
     primary_metric: str = ""
     default_dataset: str = "bbc-news"
     input_names: tuple[str, ...] = ()
+    output_kind: str = "logits"  # what wrap() returns: "logits" (last dim = classes) or "embedding"
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "primary_metric": self.primary_metric}
@@ -79,6 +80,13 @@ class Task:
     def example_inputs(self, bundle, data: Any, protocol: Protocol) -> dict[str, torch.Tensor]:
         """Fixed-shape inputs (batch_size x seq_len or image size) of real data, for latency."""
         raise NotImplementedError
+
+    def calibration_data(self, data: Any, rest: Dataset, bundle, protocol: Protocol) -> tuple[Any, Optional[str]]:
+        """What calibration_inputs draws from: ``rest`` (examples outside the evaluated subset) prepared like
+        ``data`` when there are any, else ``data`` itself with a note saying so."""
+        if rest.examples:
+            return self.prepare(rest, bundle, protocol), None
+        return data, "calibration data overlaps the evaluated examples (no examples outside --limit)"
 
     def calibration_inputs(self, bundle, data: Any, protocol: Protocol, n: int) -> list[dict[str, torch.Tensor]]:
         """``n`` model input dicts for calibration, taken from the training part of the data."""

@@ -43,6 +43,7 @@ class SentenceEmbedding(Task):
     auto_class = "AutoModel"
     primary_metric = "accuracy"
     input_names = ("input_ids", "attention_mask")
+    output_kind = "embedding"
 
     def attach_preprocessing(self, bundle, where, kwargs):
         text_common.load_tokenizer(bundle, where, kwargs)
@@ -70,8 +71,13 @@ class SentenceEmbedding(Task):
         texts = [ex["text"] for ex in data["test"].examples]
         return text_common.fixed_batch(bundle, texts, protocol.batch_size, protocol.seq_len)
 
+    def calibration_data(self, data, rest, bundle, protocol):
+        # the classifier's train split (never scored), then the examples outside the evaluated subset
+        return {"train": data["train"], "rest": rest}, None
+
     def calibration_inputs(self, bundle, data, protocol, n):
-        texts = [ex["text"] for ex in data["train"].examples][:n]
+        rest = data.get("rest")
+        texts = [ex["text"] for ex in data["train"].examples + (rest.examples if rest is not None else [])][:n]
         return [text_common.fixed_batch(bundle, [t], 1, protocol.seq_len) for t in texts]
 
     def evaluate(self, run, bundle, data, protocol, reference: Optional[dict[str, Any]]):
