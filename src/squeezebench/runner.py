@@ -150,7 +150,7 @@ class Runner:
                 t0 = time.perf_counter()
                 proc = subprocess.Popen([sys.executable, "-m", "squeezebench.worker", phase, str(job_path),
                                          str(result_path)], stdout=logf, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env)
                 timer = threading.Timer(self.config.timeout_s, lambda: _kill(proc.pid))
                 timer.start()
                 try:

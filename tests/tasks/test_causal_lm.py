@@ -26,3 +26,33 @@ def test_sliding_window_scores_every_token_once_and_matches_direct_computation()
     direct = -logp.gather(1, ids[1:, None]).sum().item()
     assert math.isclose(sums.sum(), direct, rel_tol=1e-5)
     assert math.isclose(perplexity_from(sums, counts), math.exp(direct / (len(ids) - 1)), rel_tol=1e-5)
+
+
+def test_evaluate_records_window_losses_and_a_paired_ratio_to_the_original():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from squeezebench.tasks import TASKS
+    from squeezebench.tasks.base import Protocol
+
+    task = TASKS.get("causal-lm")
+    ids = torch.randint(0, 11, (200,), generator=torch.Generator().manual_seed(1))
+    data = {"ids": ids, "dataset": SimpleNamespace(fingerprint=lambda: "x", examples=[1])}
+    tokenizer = type("Tok", (), {"__len__": lambda self: 11, "name_or_path": ""})()
+    bundle = SimpleNamespace(tokenizer=tokenizer, module=None)  # module None: no generation timing
+    protocol = Protocol(ppl_window=32, ppl_stride=16)
+    model = Bigram()
+    original = task.evaluate(lambda x: model(x["input_ids"]).detach(), bundle, data, protocol, None)
+    ppl = original.metrics["perplexity"]
+    assert len(ppl["window_nll_sums"]) == ppl["windows"] == len(original.reference["window_nll_sums"])
+    noisy = Bigram()
+    with torch.no_grad():
+        noisy.table.add_(0.5 * torch.randn(11, 11, generator=torch.Generator().manual_seed(2)))
+    reference = {k: np.asarray(v) for k, v in original.reference.items()}
+    variant = task.evaluate(lambda x: noisy(x["input_ids"]).detach(), bundle, data, protocol, reference)
+    ratio = variant.metrics["perplexity_ratio_to_original"]
+    assert math.isclose(ratio["value"], variant.metrics["perplexity"]["value"] / ppl["value"], rel_tol=1e-9)
+    assert ratio["ci95"][0] <= ratio["value"] <= ratio["ci95"][1]
+    same = task.evaluate(lambda x: model(x["input_ids"]).detach(), bundle, data, protocol, reference)
+    assert same.metrics["perplexity_ratio_to_original"]["ci95"] == [1.0, 1.0]

@@ -32,3 +32,16 @@ def test_chance_flag_for_random_predictions_and_not_for_good_ones():
 def test_metrics_registered_with_direction_and_unit():
     assert METRICS.get("perplexity").higher_is_better is False
     assert METRICS.get("accuracy").unit == "fraction"
+
+
+def test_paired_bootstrap_detects_a_shift_that_unpaired_intervals_hide():
+    from squeezebench.tasks.metrics import paired_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(1, 10, 30)  # examples differ far more than the two variants do
+    a, b = difficulty * 1.03, difficulty
+    lo_a, hi_a = bootstrap_ci(lambda i: a[i].mean(), 30)
+    lo_b, hi_b = bootstrap_ci(lambda i: b[i].mean(), 30)
+    assert lo_a < hi_b  # unpaired: the intervals overlap
+    lo, hi = paired_bootstrap_ci(lambda i: a[i].mean(), lambda i: b[i].mean(), 30)
+    assert 1.0 < lo <= 1.03 <= hi < 1.06  # paired: the ratio is clearly above 1

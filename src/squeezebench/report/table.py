@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.measures.environment import environment_key

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
-from squeezebench.tasks.base import EvalResult, Executable, Protocol, Task, register_task
-from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, TTFT, bootstrap_ci, metric_value)
+from squeezebench.tasks.base import EvalResult, Executable, Task, register_task
+from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, PPL_RATIO, TTFT, bootstrap_ci, metric_value,
+                                        paired_bootstrap_ci)
 
 
 class NextTokenLogits(torch.nn.Module):
@@ -137,12 +138,20 @@ class CausalLM(Task):
             raise SqueezebenchError("the variant produced non-finite log-likelihoods; perplexity is undefined")
         metrics = {"perplexity": metric_value(PERPLEXITY, ppl, int(counts.sum()),
                                               bootstrap_ci(lambda i: perplexity_from(sums[i], counts[i]), len(sums)),
-                                              windows=len(sums))}
+                                              windows=len(sums), window_nll_sums=sums.tolist(),
+                                              window_tokens=counts.tolist())}
         if reference is not None and reference.get("predictions") is not None:
             ref = np.asarray(reference["predictions"])
             if ref.shape == preds.shape:
                 same = (ref == preds).astype(float)
                 metrics["top1_agreement"] = metric_value(AGREEMENT, same.mean(), len(same))
+        if reference is not None and reference.get("window_nll_sums") is not None:
+            ref_sums, ref_counts = np.asarray(reference["window_nll_sums"]), np.asarray(reference["window_tokens"])
+            if ref_sums.shape == sums.shape and np.array_equal(ref_counts, counts):
+                metrics["perplexity_ratio_to_original"] = metric_value(
+                    PPL_RATIO, ppl / perplexity_from(ref_sums, ref_counts), len(sums),
+                    paired_bootstrap_ci(lambda i: perplexity_from(sums[i], counts[i]),
+                                        lambda i: perplexity_from(ref_sums[i], ref_counts[i]), len(sums)))
         tok = bundle.tokenizer
         proto = {"window": protocol.ppl_window, "stride": protocol.ppl_stride, "tokens_scored": int(counts.sum()),
                  "max_tokens": protocol.ppl_max_tokens, "tokenizer": type(tok).__name__,
@@ -166,4 +175,5 @@ class CausalLM(Task):
                 flags.append(f"generation not measured: {str(exc).splitlines()[0][:120]}")
         else:
             proto["generation"] = "not measured: this runtime has no generate()"
-        return EvalResult(metrics, flags, proto, {"predictions": preds})
+        return EvalResult(metrics, flags, proto, {"predictions": preds, "window_nll_sums": sums,
+                                                  "window_tokens": counts})

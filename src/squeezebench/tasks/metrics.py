@@ -35,6 +35,8 @@ TOP5 = _metric("top5_accuracy", "fraction", True, 1, "share of examples whose la
 PERPLEXITY = _metric("perplexity", "ppl", False, 1, "exp of the mean token negative log-likelihood (sliding window)")
 AGREEMENT = _metric("top1_agreement", "fraction", True, 1, "share of top-1 predictions identical to the original variant's")
 COSINE = _metric("cosine_to_original", "cosine", True, 1, "mean cosine similarity of embeddings to the original variant's")
+PPL_RATIO = _metric("perplexity_ratio_to_original", "ratio", False, 1,
+                    "perplexity / the original variant's on the same windows (paired bootstrap interval)")
 TTFT = _metric("time_to_first_token", "ms", False, 1, "prompt prefill plus first generated token, median")
 DECODE = _metric("decode_tokens_per_s", "tokens/s", True, 1, "generated tokens after the first, per second, median")
 
@@ -54,6 +56,18 @@ def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, resamples: int = B
     """Percentile bootstrap 95 % interval of ``stat(indices)`` over ``n`` examples."""
     rng = np.random.default_rng(seed)
     values = np.array([stat(rng.integers(0, n, n)) for _ in range(resamples)])
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def paired_bootstrap_ci(stat_a: Callable[[np.ndarray], float], stat_b: Callable[[np.ndarray], float], n: int,
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95 % interval of ``stat_a(idx) / stat_b(idx)`` with the SAME resampled indices for both: the paired test
+    for two variants scored on identical examples (their shared difficulty cancels out)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        values.append(stat_a(idx) / stat_b(idx))
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
