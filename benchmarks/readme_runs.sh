@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind the README's tables, one after another on an otherwise idle machine.
-# Usage: bash benchmarks/readme_runs.sh [demo|minilm|smollm2|efficientnet]...   (default: all)
+# Usage: bash benchmarks/readme_runs.sh [demo|minilm|smollm2|efficientnet|speedup|paired]...   (default: the first four)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # THREADS=1 PIN="taskset -c 0" measures on one pinned core (what the README's tables used, so that other work
@@ -21,7 +21,9 @@ run_minilm() {
     prune-unstructured:sparsity=0.5 prune-structured:ratio=0.3 cluster-kmeans:k=16 \
     prune-structured:ratio=0.3+int8-dynamic cluster-kmeans:k=32+int8-weight-only \
     onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile \
-    prune-structured:ratio=0.3+onnx-int8-dynamic bnb-int8 bnb-nf4 prune-2:4
+    prune-structured:ratio=0.3+onnx-int8-dynamic bnb-int8 bnb-nf4 prune-2:4 \
+    prune-structured:ratio=0.3+distill prune-structured:ratio=0.3+distill+onnx-int8-dynamic \
+    prune-structured:ratio=0.3+distill+openvino-int8
 }
 
 run_smollm2() {
@@ -33,7 +35,23 @@ run_smollm2() {
 run_efficientnet() {
   $SB run $T --team "$TEAM" --out results/efficientnet --model offline:efficientnet-lite0 --task image-classification \
     --dataset "imagenet-sample:$IMAGENET" --limit 300 --devices cpu --methods original \
-    onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile
+    onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile \
+    prune-structured:ratio=0.3,bn_samples=0 prune-structured:ratio=0.3 prune-structured:ratio=0.3+distill:steps=200,lr=0.0001 \
+    prune-structured:ratio=0.3+distill:steps=200,lr=0.0001+openvino-int8
+}
+
+# speed-ups re-timed side by side in rotating rounds (benchmarks/speedup.py), after run_minilm
+run_speedup() {
+  $PIN .venv/bin/python benchmarks/speedup.py results/minilm --model all-MiniLM-L6-v2 --rounds 10 --iters 60 \
+    --methods onnx-int8-dynamic openvino-int8 prune-structured+onnx-int8-dynamic \
+    prune-structured+distill+onnx-int8-dynamic prune-structured+distill+openvino-int8 \
+    --json results/minilm-speedup/speedup-10rounds.json
+}
+
+# GPTQ/AWQ vs round-to-nearest with a paired bootstrap over perplexity windows
+run_paired() {
+  OMP_NUM_THREADS=1 $PIN .venv/bin/python benchmarks/gptq_vs_rtn.py --model offline:smollm2-135m --limit 120 \
+    --eval-tokens 8192 --group-size 128
 }
 
 for what in "${@:-demo minilm smollm2 efficientnet}"; do

@@ -42,7 +42,7 @@ PLAIN_LOOP = textwrap.dedent("""
         for _ in range(job["iters"]):
             t0 = time.perf_counter(); exe.run_prepared(x); samples.append((time.perf_counter() - t0) * 1e3)
         out["plain_median_ms"] = statistics.median(samples)
-        if job["task"] == "causal-lm" and bundle.module is not None:
+        if job.get("quality", True) and job["task"] == "causal-lm" and bundle.module is not None:
             ids = data["ids"]; W, S = protocol.ppl_window, protocol.ppl_stride
             nll, count, prev_end = 0.0, 0, 0
             for begin in range(0, ids.numel(), S):
@@ -58,6 +58,23 @@ PLAIN_LOOP = textwrap.dedent("""
 """)
 
 
+def artifact_of(rec: dict) -> Path:
+    """The artifact directory a record was measured from (same chain and source)."""
+    root = Path(rec["_file"]).parents[1] / "artifacts"
+    return next(p for p in root.rglob("squeezebench-artifact.json")
+                if json.loads(p.read_text())["chain"] == rec["chain"]
+                and json.loads(p.read_text())["source"] == rec["model"]["source"]).parent
+
+
+def plain_loop(rec: dict, iters: int, quality: bool = True) -> dict:
+    """Time the record's artifact with a plain perf_counter loop in a fresh process (same input and threads)."""
+    job = {"threads": rec["runtime"]["threads"], "task": rec["task"]["name"], "protocol": rec["protocol"],
+           "artifact": str(artifact_of(rec)), "dataset": rec["dataset"]["spec"],
+           "dataset_options": rec["dataset"]["options"], "iters": iters, "quality": quality}
+    return json.loads(subprocess.run([sys.executable, "-c", PLAIN_LOOP, json.dumps(job)], check=True,
+                                     capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", type=Path)
@@ -71,16 +88,8 @@ def main() -> int:
         print(f"no ok CPU record of method {args.method!r} in {args.results}", file=sys.stderr)
         return 2
     rec = recs[-1]
-    artifact = Path(rec["_file"]).parents[1] / "artifacts"
-    artifact = next(p for p in artifact.rglob("squeezebench-artifact.json")
-                    if json.loads(p.read_text())["chain"] == rec["chain"]
-                    and json.loads(p.read_text())["source"] == rec["model"]["source"]).parent
-    threads = rec["runtime"]["threads"]
-    job = {"threads": threads, "task": rec["task"]["name"], "protocol": rec["protocol"], "artifact": str(artifact),
-           "dataset": rec["dataset"]["spec"], "dataset_options": rec["dataset"]["options"],
-           "iters": args.iters or rec["latency"]["iterations"]}
-    out = json.loads(subprocess.run([sys.executable, "-c", PLAIN_LOOP, json.dumps(job)], check=True,
-                                    capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    artifact = artifact_of(rec)
+    out = plain_loop(rec, args.iters or rec["latency"]["iterations"])
     print(f"record: {rec['model']['name']} · {rec['method']} · cpu ({rec['_file']})")
     lat = rec["latency"]["median"]
     print(f"latency   squeezebench median {lat:.3f} ms vs plain loop {out['plain_median_ms']:.3f} ms "
