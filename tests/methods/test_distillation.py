@@ -106,3 +106,20 @@ def test_distill_recomputes_teacher_outputs_that_do_not_fit(tiny_bert_dir, tmp_p
     facts = ctx.facts["distill"]
     assert facts["teacher_outputs_cached"] is False
     assert facts["loss_last"] < facts["loss_first"]
+
+
+def test_distill_trains_a_pruned_causal_lm_on_logits(tiny_llama_dir, tmp_path):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    task = TASKS.get("causal-lm")
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    ids = tok(" ".join(TEXTS) * 4, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    windows = [{"input_ids": ids[i * 16:(i + 1) * 16].unsqueeze(0)} for i in range(16)]
+    torch.manual_seed(0)
+    bundle = ModelBundle(module=LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval(), source={}, tokenizer=tok)
+    ctx = MethodContext(task=task, bundle=bundle, calibration=lambda n: windows[:n])
+    apply_chain(bundle, parse_chain("prune-structured:ratio=0.5+distill:steps=30,batch_size=4,lr=1e-3"), ctx, tmp_path)
+    facts = ctx.facts["distill"]
+    assert facts["blocks_matched"] == 2  # model.layers.0 and .1
+    assert facts["loss_last"] < facts["loss_first"]
+    assert bundle.module.model.layers[0].mlp.down_proj.in_features == 64
