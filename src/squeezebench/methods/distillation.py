@@ -174,7 +174,8 @@ def _distill(module: nn.Module, config: DistillConfig, ctx: MethodContext) -> nn
     inputs = ctx.calibration(config.samples)
     if not inputs:
         raise SqueezebenchError("distill found no training inputs in the dataset")
-    batches = stack_inputs(inputs, config.batch_size)
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    batches = [{k: v.to(device) for k, v in b.items()} for b in stack_inputs(inputs, config.batch_size)]
     kind = getattr(ctx.task, "output_kind", "logits")
     saved = ctx.bundle.module
     try:  # a task wraps whatever bundle.module is at wrap time
