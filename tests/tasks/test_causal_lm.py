@@ -56,3 +56,20 @@ def test_evaluate_records_window_losses_and_a_paired_ratio_to_the_original():
     assert ratio["ci95"][0] <= ratio["value"] <= ratio["ci95"][1]
     same = task.evaluate(lambda x: model(x["input_ids"]).detach(), bundle, data, protocol, reference)
     assert same.metrics["perplexity_ratio_to_original"]["ci95"] == [1.0, 1.0]
+
+
+def test_calibration_windows_are_distinct_and_keep_the_old_order():
+    from squeezebench.tasks import TASKS
+    from squeezebench.tasks.base import Protocol
+
+    task = TASKS.get("causal-lm")
+    ids = torch.arange(10_000)
+    p = Protocol(seq_len=128, ppl_max_tokens=4096)
+    few = task.calibration_inputs(None, {"ids": ids}, p, 32)
+    assert [int(w["input_ids"][0, 0]) for w in few[:2]] == [4096 - 128, 4096 - 256]  # as before: from token 4096
+    many = task.calibration_inputs(None, {"ids": ids}, p, 70)
+    starts = [int(w["input_ids"][0, 0]) for w in many]
+    assert len(set(starts)) == 70 and all(w["input_ids"].shape == (1, 128) for w in many)
+    assert len(task.calibration_inputs(None, {"ids": ids}, p, 500)) == 10_000 // 128  # no repeats
+    short = task.calibration_inputs(None, {"ids": torch.arange(50)}, p, 4)
+    assert len(short) == 1 and short[0]["input_ids"].shape == (1, 50)

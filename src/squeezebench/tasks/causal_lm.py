@@ -7,6 +7,7 @@ scored once, with at least ``ppl_window - ppl_stride`` tokens of context after t
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from typing import Any
@@ -19,6 +20,9 @@ from squeezebench.tasks import text_common
 from squeezebench.tasks.base import EvalResult, Executable, Task, register_task
 from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, PPL_RATIO, TTFT, bootstrap_ci, metric_value,
                                         paired_bootstrap_ci)
+
+
+CALIBRATION_MAX_TOKENS = 1 << 20  # tokens of calibration text kept (BBC News outside a subset: ~1M)
 
 
 class NextTokenLogits(torch.nn.Module):
@@ -123,13 +127,19 @@ class CausalLM(Task):
         reps = need // ids.numel() + 1
         return {"input_ids": ids.repeat(reps)[:need].reshape(protocol.batch_size, protocol.seq_len).clone()}
 
+    def calibration_data(self, data, rest, bundle, protocol):
+        # all the text outside the evaluated subset (not cut at --ppl-max-tokens: distillation wants many windows)
+        if rest.examples:
+            return self.prepare(rest, bundle, dataclasses.replace(protocol, ppl_max_tokens=CALIBRATION_MAX_TOKENS)), None
+        return super().calibration_data(data, rest, bundle, protocol)
+
     def calibration_inputs(self, bundle, data, protocol, n):
-        ids = data["ids"]
-        out = []
-        for i in range(n):  # windows from the end of the text, backwards (disjoint data when the worker has it)
-            start = max(0, ids.numel() - (i + 1) * protocol.seq_len)
-            out.append({"input_ids": ids[start:start + protocol.seq_len].unsqueeze(0).clone()})
-        return out
+        """``n`` distinct windows of seq_len tokens, backwards from token max(--ppl-max-tokens, n x seq_len)
+        (fewer when the text is shorter; the whole text when it is shorter than one window)."""
+        ids, seq = data["ids"], protocol.seq_len
+        end = min(ids.numel(), max(protocol.ppl_max_tokens, n * seq))
+        starts = [end - (i + 1) * seq for i in range(min(n, end // seq))] or [0]
+        return [{"input_ids": ids[s:s + seq].unsqueeze(0).clone()} for s in starts]
 
     def evaluate(self, run, bundle, data, protocol, reference):
         sums, counts, preds = window_nll(run, data["ids"], protocol.ppl_window, protocol.ppl_stride)
