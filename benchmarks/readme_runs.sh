@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind the README's tables, one after another on an otherwise idle machine.
-# Usage: bash benchmarks/readme_runs.sh [demo|minilm|smollm2|efficientnet|speedup|paired]...   (default: the first four)
+# Usage: bash benchmarks/readme_runs.sh [demo|minilm|smollm2|smollm2_prune|efficientnet|speedup|paired]...   (default: the first four)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # THREADS=1 PIN="taskset -c 0" measures on one pinned core (what the README's tables used, so that other work
@@ -30,6 +30,12 @@ run_smollm2() {
   $SB run $T --team "$TEAM" --out results/smollm2 --model offline:smollm2-135m --task causal-lm \
     --dataset bbc-news --limit 60 --ppl-max-tokens 4096 --calibration-samples 32 --devices cpu --methods original \
     int8-dynamic int4-weight-only:group_size=128 gptq:group_size=128 awq:group_size=128 cluster-kmeans:k=16
+}
+
+run_smollm2_prune() {
+  $SB run $T --team "$TEAM" --out results/smollm2-prune --model offline:smollm2-135m --task causal-lm \
+    --dataset bbc-news --limit 60 --ppl-max-tokens 4096 --calibration-samples 32 --devices cpu --methods original \
+    prune-structured:ratio=0.3 prune-structured:ratio=0.3+distill:steps=200,batch_size=4,samples=256
 }
 
 run_efficientnet() {
