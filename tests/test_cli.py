@@ -53,7 +53,7 @@ def test_hub_id_while_offline_says_what_to_do(tmp_path):
 def test_lists(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    assert "fp16" in out and "bf16" in out and "original" in out
+    assert "fp16" in out and "bf16" in out and "original" in out and "distill" in out
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     for t in ("sentence-embedding", "text-classification", "causal-lm", "image-classification", "perplexity"):

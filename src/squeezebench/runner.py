@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.measures.memory import current_rss_mb
+from squeezebench.measures.memory import peak_rss_mb
 from squeezebench.methods import METHODS, chain_spec, parse_chain
 from squeezebench.models.sources import check_available, source_of
 from squeezebench.results import RunFile, iter_records
@@ -146,7 +146,8 @@ class Runner:
             with open(log_path, "ab") as logf:
                 logf.write(f"\n=== {datetime.now(timezone.utc).isoformat()} {phase}\n".encode())
                 logf.flush()
-                parent_rss = current_rss_mb()  # a forked child's ru_maxrss starts from this (Linux copies hiwater)
+                # Linux hands a forked child the parent's peak RSS (VmHWM) as its starting ru_maxrss
+                parent_peak = peak_rss_mb()
                 t0 = time.perf_counter()
                 proc = subprocess.Popen([sys.executable, "-m", "squeezebench.worker", phase, str(job_path),
                                          str(result_path)], stdout=logf, stderr=subprocess.STDOUT,
@@ -162,7 +163,7 @@ class Runner:
                     timer.cancel()
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 wall = time.perf_counter() - t0
-            accounting = {"child_maxrss_mb": usage.ru_maxrss / 1024, "parent_rss_at_spawn_mb": parent_rss,
+            accounting = {"child_maxrss_mb": usage.ru_maxrss / 1024, "parent_peak_rss_at_spawn_mb": parent_peak,
                           "exit_code": proc.returncode, "wall_s": wall}
             if result_path.is_file():
                 return json.loads(result_path.read_text()), accounting
@@ -216,7 +217,7 @@ class Runner:
                         record.update(result)
                         if result.get("status") == "ok":
                             record["memory"]["os_child_maxrss_mb"] = acct["child_maxrss_mb"]
-                            record["memory"]["parent_rss_at_spawn_mb"] = acct["parent_rss_at_spawn_mb"]
+                            record["memory"]["parent_peak_rss_at_spawn_mb"] = acct["parent_peak_rss_at_spawn_mb"]
                         record["os"] = acct
                     record["finished"] = datetime.now(timezone.utc).isoformat()
                     if run_file is None:

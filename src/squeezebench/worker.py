@@ -70,11 +70,18 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     parameters = bundle.parameter_count()
     data = task.prepare(dataset, bundle, protocol)
-    calib_data, calib_note = task.calibration_data(data, rest, bundle, protocol)
+    calib: dict[str, Any] = {}
+
+    def calibration(n: int) -> list:
+        """Calibration inputs, prepared on first use only (tokenising the rest of a corpus is not free)."""
+        if "data" not in calib:
+            calib["data"], note = task.calibration_data(data, rest, bundle, protocol)
+            if note:
+                ctx.notes.append(note)
+        return task.calibration_inputs(bundle, calib["data"], protocol, n)
+
     ctx = MethodContext(task=task, bundle=bundle, device=job["build_device"], protocol=protocol,
-                        calibration=lambda n: task.calibration_inputs(bundle, calib_data, protocol, n))
-    if calib_note:
-        ctx.notes.append(calib_note)
+                        calibration=calibration)
     for config in chain:
         method = METHODS.get(config.name)
         if method.check is not None:

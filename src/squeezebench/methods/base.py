@@ -70,6 +70,32 @@ def stack_inputs(inputs: list[dict[str, Any]], batch_size: int) -> list[dict[str
     return out
 
 
+def first_tensor(out: Any) -> Any:
+    """The first tensor of a module's output (a tensor, a tuple/list or a transformers ModelOutput), else None."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "__getitem__") and not isinstance(out, (str, bytes, dict)):
+        try:
+            head = out[0]
+        except (IndexError, KeyError, TypeError):
+            return None
+        return head if isinstance(head, torch.Tensor) else None
+    return None
+
+
+def wrap_module(ctx: "MethodContext", module: Any) -> Any:
+    """``ctx.task.wrap`` applied to ``module`` instead of ``ctx.bundle.module`` (the bundle is left as it was), in
+    eval mode: what a transform runs to see the task's real forward on the model it is changing or a copy of it."""
+    saved = ctx.bundle.module
+    ctx.bundle.module = module
+    try:
+        return ctx.task.wrap(ctx.bundle).eval()
+    finally:
+        ctx.bundle.module = saved
+
+
 @dataclass
 class ExportResult:
     """What an export wrote: the runtime that loads it, its weight files, and facts for the manifest."""

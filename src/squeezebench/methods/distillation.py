@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import MethodConfig, MethodContext, register_method, stack_inputs
+from squeezebench.methods.base import (MethodConfig, MethodContext, first_tensor, register_method, stack_inputs,
+                                       wrap_module)
+from squeezebench.methods.pruning import PRUNABLE
 
 log = logging.getLogger(__name__)
 
-KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CACHE_BYTES = 1 << 30  # teacher outputs kept in memory up to this size
 
 
@@ -50,7 +51,7 @@ class DistillConfig(MethodConfig):
 
 def trainable_weight_count(module: nn.Module) -> int:
     """Linear/Conv layers whose weight is a floating-point nn.Parameter (what distillation can train)."""
-    return sum(1 for m in module.modules() if isinstance(m, KINDS)
+    return sum(1 for m in module.modules() if isinstance(m, PRUNABLE)
                and isinstance(m._parameters.get("weight"), nn.Parameter) and m.weight.is_floating_point())
 
 
@@ -67,13 +68,6 @@ def block_names(teacher: nn.Module, student: nn.Module) -> list[str]:
     return names
 
 
-def _first_tensor(out):
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    return getattr(out, "last_hidden_state", None)
-
 
 class _Taps:
     """Forward hooks that keep the first tensor output of named blocks."""
@@ -85,7 +79,7 @@ class _Taps:
 
     def _hook(self, name):
         def hook(mod, args, out):
-            t = _first_tensor(out)
+            t = first_tensor(out)
             if t is not None and t.is_floating_point():
                 self.outputs[name] = t
         return hook
@@ -177,14 +171,7 @@ def _distill(module: nn.Module, config: DistillConfig, ctx: MethodContext) -> nn
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     batches = [{k: v.to(device) for k, v in b.items()} for b in stack_inputs(inputs, config.batch_size)]
     kind = getattr(ctx.task, "output_kind", "logits")
-    saved = ctx.bundle.module
-    try:  # a task wraps whatever bundle.module is at wrap time
-        ctx.bundle.module = module
-        student = ctx.task.wrap(ctx.bundle).eval()
-        ctx.bundle.module = teacher_module
-        teacher = ctx.task.wrap(ctx.bundle).eval()
-    finally:
-        ctx.bundle.module = saved
+    student, teacher = wrap_module(ctx, module), wrap_module(ctx, teacher_module)
     names = block_names(teacher_module, module) if config.hidden_weight > 0 else []
     t_taps, s_taps = _Taps(teacher_module, names), _Taps(module, names)
     params = [p for p in module.parameters() if p.is_floating_point()]

@@ -21,7 +21,7 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods import weight_only
-from squeezebench.methods.base import calibration_count, MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import calibration_count, first_tensor, MethodConfig, MethodContext, register_method
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,6 @@ def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple
     return args, {**kwargs, "hidden_states": hidden}
 
 
-def _first_tensor(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    return out[0] if hasattr(out, "__getitem__") else out
-
 
 class CalibrationRun:
     """Model inputs on a device, run with the KV cache off; knows how to feed blocks one by one."""
@@ -241,7 +234,7 @@ class CalibrationRun:
 
 @torch.no_grad()
 def run_block(block: nn.Module, inputs: list[tuple[tuple, dict]]) -> list[torch.Tensor]:
-    return [_first_tensor(block(*a, **k)) for a, k in inputs]
+    return [first_tensor(block(*a, **k)) for a, k in inputs]
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import MethodConfig, MethodContext, register_method, stack_inputs, wrap_module
 
 log = logging.getLogger(__name__)
 
@@ -543,15 +543,8 @@ def recalibrate_batchnorm(module: nn.Module, ctx: MethodContext, samples: int) -
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns or samples <= 0 or ctx.calibration is None or ctx.task is None or ctx.bundle is None:
         return 0
-    from squeezebench.methods.base import stack_inputs
-
     batches = stack_inputs(ctx.calibration(samples), 32)
-    saved = ctx.bundle.module
-    ctx.bundle.module = module
-    try:
-        wrapped = ctx.task.wrap(ctx.bundle).eval()
-    finally:
-        ctx.bundle.module = saved
+    wrapped = wrap_module(ctx, module)
     momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()

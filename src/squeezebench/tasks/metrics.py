@@ -63,12 +63,7 @@ def paired_bootstrap_ci(stat_a: Callable[[np.ndarray], float], stat_b: Callable[
                         resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """95 % interval of ``stat_a(idx) / stat_b(idx)`` with the SAME resampled indices for both: the paired test
     for two variants scored on identical examples (their shared difficulty cancels out)."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        values.append(stat_a(idx) / stat_b(idx))
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    return bootstrap_ci(lambda idx: stat_a(idx) / stat_b(idx), n, resamples, seed)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
