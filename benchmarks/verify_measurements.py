@@ -26,7 +26,8 @@ PLAIN_LOOP = textwrap.dedent("""
     job = json.loads(sys.argv[1])
     torch.set_num_threads(job["threads"])
     import squeezebench.methods, squeezebench.runtimes
-    from squeezebench.tasks import TASKS, Protocol
+    from squeezebench.protocol import Protocol
+    from squeezebench.tasks import TASKS
     from squeezebench.runtimes.base import load_artifact
     from squeezebench.tasks.data import load_dataset, DatasetOptions
     task = TASKS.get(job["task"]); protocol = Protocol(**job["protocol"])

@@ -106,7 +106,7 @@ def image_dir(tmp_path_factory) -> Path:
 
 def fast_protocol(**overrides):
     """A protocol that keeps tests quick (few timed iterations)."""
-    from squeezebench.tasks import Protocol
+    from squeezebench.protocol import Protocol
 
     base = dict(batch_size=1, seq_len=16, eval_batch_size=8, warmup_iters=1, min_iters=3, min_time_s=0.0,
                 max_time_s=5.0, ppl_window=32, ppl_stride=16, ppl_max_tokens=256, gen_prompt_tokens=8,

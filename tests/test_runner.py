@@ -15,8 +15,9 @@ from tests.conftest import fast_protocol
 
 
 def run(tmp_path: Path, **kw) -> list[dict]:
+    """The records as written to the run file (JSON values)."""
     config = RunConfig(out=tmp_path / "results", team="t", protocol=kw.pop("protocol", fast_protocol()), **kw)
-    return Runner(config).run()
+    return [r.dump() for r in Runner(config).run()]
 
 
 def by_method(records):
@@ -94,7 +95,7 @@ def test_failures_are_recorded_and_the_run_goes_on(tmp_path, image_dir):
     assert "broken on purpose" in recs[0]["error"]
     assert "exit code 17" in recs[1]["error"]
     on_disk = list(iter_records([tmp_path / "results"]))
-    assert [r["status"] for r in on_disk] == status
+    assert [r.status for r in on_disk] == status
 
 
 def test_resume_skips_measured_variants_unless_forced(tmp_path, image_dir):

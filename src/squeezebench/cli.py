@@ -25,33 +25,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
 def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when present)")
-    p.add_argument("--limit", type=_positive_int, help="use a deterministic, class-balanced subset of N examples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and splits (default 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=1, help="latency batch size (default 1)")
-    p.add_argument("--seq-len", type=_positive_int, default=128, help="tokens per input for latency and scoring (default 128)")
-    p.add_argument("--eval-batch-size", type=_positive_int, default=16)
-    p.add_argument("--threads", type=_positive_int, help="torch threads (default: PyTorch's choice, recorded)")
-    p.add_argument("--warmup", type=int, default=5, help="warm-up iterations before timing (default 5)")
-    p.add_argument("--min-iters", type=_positive_int, default=30, help="timed iterations at least (default 30)")
-    p.add_argument("--min-time", type=_non_negative_float, default=3.0, help="timed seconds at least (default 3)")
-    p.add_argument("--max-time", type=_non_negative_float, default=60.0, help="stop timing after this many seconds")
-    p.add_argument("--ppl-window", type=_positive_int, default=512)
-    p.add_argument("--ppl-stride", type=_positive_int, default=256)
-    p.add_argument("--ppl-max-tokens", type=_positive_int, default=8192)
-    p.add_argument("--gen-tokens", type=_positive_int, default=32, help="tokens generated for decode speed")
-    p.add_argument("--calibration-samples", type=_positive_int, default=32)
+    from squeezebench.protocol import add_arguments
+
+    add_arguments(p)  # one option per protocol field (timing, evaluation, calibration)
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     p.add_argument("--team", default="local", help="team name recorded with every result")
     p.add_argument("--force", action="store_true", help="measure again variants already in --out")
@@ -96,13 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _protocol(args):
-    from squeezebench.tasks import Protocol
+    from squeezebench.protocol import from_arguments
 
-    return Protocol(batch_size=args.batch_size, seq_len=args.seq_len, eval_batch_size=args.eval_batch_size,
-                    limit=args.limit, seed=args.seed, threads=args.threads, warmup_iters=args.warmup,
-                    min_iters=args.min_iters, min_time_s=args.min_time, max_time_s=args.max_time,
-                    ppl_window=args.ppl_window, ppl_stride=args.ppl_stride, ppl_max_tokens=args.ppl_max_tokens,
-                    gen_new_tokens=args.gen_tokens, calibration_samples=args.calibration_samples)
+    return from_arguments(args)
 
 
 def _default_devices() -> list[str]:
@@ -198,7 +172,7 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "table": cmd_table, "methods": cmd
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="squeezebench: %(levelname)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
     except SqueezebenchError as exc:

@@ -27,9 +27,11 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.measures.memory import peak_rss_mb
 from squeezebench.methods import METHODS, chain_spec, parse_chain
 from squeezebench.models.sources import check_available, source_of
-from squeezebench.results import RunFile, iter_records
-from squeezebench.tasks import TASKS, Protocol
+from squeezebench.protocol import Protocol
+from squeezebench.results import Record, RunFile, iter_records
+from squeezebench.tasks import TASKS
 from squeezebench.tasks.data import DatasetOptions
+from squeezebench.variant import Job, Variant
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +62,20 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def validate(config: RunConfig) -> tuple[Any, list[dict], list[str]]:
-    """Check everything that can be checked before any subprocess starts; one-line errors."""
+def validate(config: RunConfig) -> tuple[Any, list[Variant]]:
+    """Check everything that can be checked before any subprocess starts (one-line errors); parse every method chain
+    once into the run's variants."""
     task = TASKS.get(config.task)
-    p = config.protocol
-    for name in ("batch_size", "seq_len", "eval_batch_size", "min_iters", "ppl_window", "ppl_stride",
-                 "gen_new_tokens", "calibration_samples"):
-        if getattr(p, name) <= 0:
-            raise SqueezebenchError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(p, name)}")
-    if p.limit is not None and p.limit <= 0:
-        raise SqueezebenchError(f"--limit must be a positive number, got {p.limit}")
-    if p.threads is not None and p.threads <= 0:
-        raise SqueezebenchError(f"--threads must be a positive number, got {p.threads}")
-    if p.warmup_iters < 0 or p.min_time_s < 0:
-        raise SqueezebenchError("--warmup and --min-time must not be negative")
+    config.protocol.validate()
     if not config.models:
         raise SqueezebenchError("no model given; pass --model")
     sources = [source_of(m, config.trust_remote_code, config.tokenizer) for m in config.models]
     for source in sources:
         check_available(source)
-    methods = [chain_spec(parse_chain(m)) for m in config.methods]
+    chains = []
+    for text in config.methods:
+        chain = parse_chain(text)
+        chains.append((chain_spec(chain), tuple(chain)))
     for d in config.devices:
         if d.split(":")[0] not in ("cpu", "cuda"):
             raise SqueezebenchError(f"unknown device {d!r}; use cpu or cuda (or cuda:N)")
@@ -90,56 +86,53 @@ def validate(config: RunConfig) -> tuple[Any, list[dict], list[str]]:
     # datasets are loaded here once, so a bad dataset fails before any variant runs
     from squeezebench.tasks.data import load_dataset
 
+    p = config.protocol
     ds = load_dataset(config.dataset, config.dataset_options).subset(p.limit, p.seed)
-    if task.name in ("text-classification", "sentence-embedding", "image-classification"):
-        if any("label" not in ex for ex in ds.examples):
-            raise SqueezebenchError(f"dataset {config.dataset!r} has no labels, which {task.name} needs "
-                                    "(pass --label-column)")
-    if task.name != "image-classification" and "text" not in ds.examples[0]:
-        raise SqueezebenchError(f"dataset {config.dataset!r} has no text, which {task.name} needs")
-    if task.name == "image-classification" and "image" not in ds.examples[0]:
-        raise SqueezebenchError(f"dataset {config.dataset!r} has no images, which image-classification needs")
-    return task, sources, methods
+    task.check_dataset(ds)
+    # the original first, so that the others can be compared with it
+    chains.sort(key=lambda c: c[0] != "original")
+    variants = [Variant(source, chain, label) for source in sources for label, chain in chains]
+    return task, variants
 
 
 class Runner:
     def __init__(self, config: RunConfig, progress: Callable[[str], None] = lambda s: None):
         self.config = config
         self.progress = progress
-        self.task, self.sources, self.methods = validate(config)
+        self.task, self.variants = validate(config)
         self.out = Path(config.out)
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Record] = []
 
     # ---------------------------------------------------------------------------------------------
     def _protocol_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config.protocol)
+        return self.config.protocol.to_dict()
 
-    def _key(self, source: dict, method: str, device: str) -> str:
-        return _digest({"source": source.get("id") or source.get("path") or source.get("target"),
-                        "task": self.task.name, "task_version": self.task.version, "dataset": self.config.dataset,
+    def _key(self, variant: Variant, method: str, device: str) -> str:
+        return _digest({"source": variant.model_id, "task": self.task.name, "task_version": self.task.version,
+                        "dataset": self.config.dataset,
                         "dataset_options": dataclasses.asdict(self.config.dataset_options),
                         "method": method, "device": device, "protocol": self._protocol_dict()})
 
-    def _done_keys(self) -> dict[str, dict]:
+    def _done_keys(self) -> dict[str, Record]:
         if self.config.force or not (self.out / self.config.team).exists():
             return {}
         done = {}
         for rec in iter_records([self.out / self.config.team]):
-            if rec.get("status") in ("ok", "skipped") and rec.get("key"):
-                done[rec["key"]] = rec
+            if rec.status in ("ok", "skipped") and rec.key:
+                done[rec.key] = rec
         return done
 
-    def _job(self, source: dict, method: str, device: str, artifact_dir: Path, reference: Path) -> dict:
-        return {"source": source, "task": self.task.name, "dataset": self.config.dataset,
-                "dataset_options": dataclasses.asdict(self.config.dataset_options), "protocol": self._protocol_dict(),
-                "method": method, "device": device, "build_device": device, "artifact_dir": str(artifact_dir),
-                "reference_path": str(reference), "is_original": method == "original"}
+    def _job(self, variant: Variant, device: str, artifact_dir: Path, reference: Path) -> Job:
+        return Job(source=variant.source, task=self.task.name, dataset=self.config.dataset,
+                   dataset_options=dataclasses.asdict(self.config.dataset_options), protocol=self._protocol_dict(),
+                   method=variant.label, chain=variant.links(), device=device, artifact_dir=str(artifact_dir),
+                   reference_path=str(reference), is_original=variant.is_original, build_device=device)
 
-    def _spawn(self, phase: str, job: dict, log_path: Path) -> tuple[dict, dict]:
+    def _spawn(self, phase: str, job: Job, log_path: Path) -> tuple[dict, dict]:
         """Run one phase in a fresh interpreter; block until it ends; return (result, os accounting)."""
         with tempfile.TemporaryDirectory(prefix="squeezebench-") as tmp:
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            job_path.write_text(json.dumps(job))
+            job.write(job_path)
             env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
                        TRANSFORMERS_VERBOSITY=os.environ.get("TRANSFORMERS_VERBOSITY", "error"))
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,70 +166,67 @@ class Runner:
         return {"status": "failed", "error": f"{phase} subprocess died ({why}); log {log_path}: {tail}"}, accounting
 
     # ---------------------------------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> list[Record]:
         started = datetime.now(timezone.utc)
         run_path = self.out / self.config.team / f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json"
         done = self._done_keys()
         run_file: Optional[RunFile] = None
-        total = len(self.sources) * len(self.methods) * len(self.config.devices)
+        total = len(self.variants) * len(self.config.devices)
         i = 0
-        for source in self.sources:
-            # the original first, so that the others can be compared with it
-            methods = sorted(self.methods, key=lambda m: m != "original")
-            for method in methods:
-                build_key = _digest([source.get("id") or source.get("path") or source.get("target"), method,
-                                     self.config.dataset, self._protocol_dict()])
-                artifact_dir = self.out / "artifacts" / _slug(source["name"]) / f"{_slug(method)}-{build_key}"
-                reference = self.out / "references" / f"{_slug(source['name'])}-{self._key(source, 'original', 'cpu')}.npz"
-                build: Optional[dict] = None
-                for device in self.config.devices:
-                    i += 1
-                    label = f"[{i}/{total}] {source['name']} · {method} · {device}"
-                    key = self._key(source, method, device)
-                    if key in done:
-                        self.progress(f"{label}: already measured ({done[key]['status']}), skipped (use --force to redo)")
-                        self.records.append(done[key])
-                        continue
-                    record = self._base_record(source, method, device, key)
-                    log_path = self.out / "logs" / f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log"
-                    if build is None:
-                        self.progress(f"{label}: building the variant (load, compress, save)...")
-                        job = self._job(source, method, "cpu", artifact_dir, reference)
-                        job["build_device"] = _build_device(method)
-                        build, acct = self._spawn("build", job, log_path)
-                        build["os"] = acct
-                    record["build"] = build
-                    if build["status"] == "ok" and device.startswith("cuda") and not _cuda_available():
-                        record.update(status="skipped", reason="no CUDA device visible to PyTorch")
-                    elif build["status"] != "ok":
-                        record.update(status=build["status"], reason=build.get("reason"), error=build.get("error"))
-                    else:
-                        self.progress(f"{label}: measuring (latency, memory, quality)...")
-                        result, acct = self._spawn("measure", self._job(source, method, device, artifact_dir, reference),
-                                                   log_path)
-                        record.update(result)
-                        if result.get("status") == "ok":
-                            record["memory"]["os_child_maxrss_mb"] = acct["child_maxrss_mb"]
-                            record["memory"]["parent_peak_rss_at_spawn_mb"] = acct["parent_peak_rss_at_spawn_mb"]
-                        record["os"] = acct
-                    record["finished"] = datetime.now(timezone.utc).isoformat()
-                    if run_file is None:
-                        run_file = RunFile(run_path, self._header(started))
-                    run_file.add(record)
-                    self.records.append(record)
-                    self.progress(f"{label}: {_summary(record)}")
+        for variant in self.variants:
+            source, method = variant.source, variant.label
+            build_key = _digest([variant.model_id, method, self.config.dataset, self._protocol_dict()])
+            artifact_dir = self.out / "artifacts" / _slug(source["name"]) / f"{_slug(method)}-{build_key}"
+            reference = self.out / "references" / f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz"
+            build: Optional[dict] = None
+            for device in self.config.devices:
+                i += 1
+                label = f"[{i}/{total}] {source['name']} · {method} · {device}"
+                key = self._key(variant, method, device)
+                if key in done:
+                    self.progress(f"{label}: already measured ({done[key].status}), skipped (use --force to redo)")
+                    self.records.append(done[key])
+                    continue
+                record = self._base_record(variant, device, key)
+                log_path = self.out / "logs" / f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log"
+                if build is None:
+                    self.progress(f"{label}: building the variant (load, compress, save)...")
+                    job = self._job(variant, _build_device(variant), artifact_dir, reference)
+                    build, acct = self._spawn("build", job, log_path)
+                    build["os"] = acct
+                record.set_section("build", build)
+                if build["status"] == "ok" and device.startswith("cuda") and not _cuda_available():
+                    record.status, record.reason = "skipped", "no CUDA device visible to PyTorch"
+                elif build["status"] != "ok":
+                    record.status, record.reason, record.error = build["status"], build.get("reason"), build.get("error")
+                else:
+                    self.progress(f"{label}: measuring (latency, memory, quality)...")
+                    result, acct = self._spawn("measure", self._job(variant, device, artifact_dir, reference), log_path)
+                    for name, value in result.items():
+                        record.set_section(name, value)
+                    if record.ok and record.memory is not None:
+                        record.memory.os_child_maxrss_mb = acct["child_maxrss_mb"]
+                        record.memory.parent_peak_rss_at_spawn_mb = acct["parent_peak_rss_at_spawn_mb"]
+                    record.set_section("os", acct)
+                record.finished = datetime.now(timezone.utc).isoformat()
+                if run_file is None:
+                    run_file = RunFile(run_path, self._header(started))
+                run_file.add(record)
+                self.records.append(record)
+                self.progress(f"{label}: {_summary(record)}")
         return self.records
 
     def _header(self, started: datetime) -> dict[str, Any]:
         return {"team": self.config.team, "started": started.isoformat(), "command": self.config.command,
                 "task": self.task.describe(), "dataset": self.config.dataset}
 
-    def _base_record(self, source: dict, method: str, device: str, key: str) -> dict[str, Any]:
-        return {"key": key, "team": self.config.team, "model": {"name": source["name"], "source": source},
-                "task": self.task.describe(), "dataset": {"spec": self.config.dataset,
-                                                          "options": dataclasses.asdict(self.config.dataset_options)},
-                "method": method, "chain": [{"name": c.name, "params": c.params()} for c in parse_chain(method)],
-                "device": device, "protocol": self._protocol_dict(), "status": "pending"}
+    def _base_record(self, variant: Variant, device: str, key: str) -> Record:
+        return Record.model_validate({
+            "key": key, "team": self.config.team, "model": {"name": variant.source["name"], "source": variant.source},
+            "task": self.task.describe(), "dataset": {"spec": self.config.dataset,
+                                                      "options": dataclasses.asdict(self.config.dataset_options)},
+            "method": variant.label, "chain": variant.links(), "device": device, "protocol": self._protocol_dict(),
+            "status": "pending"})
 
 
 def _cuda_available() -> bool:
@@ -245,9 +235,9 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _build_device(method: str) -> str:
+def _build_device(variant: Variant) -> str:
     """Methods that only exist on CUDA (e.g. bitsandbytes) are built there; everything else on CPU."""
-    return "cuda" if any(METHODS.get(c.name).devices == ("cuda",) for c in parse_chain(method)) else "cpu"
+    return "cuda" if any(METHODS.get(c.name).devices == ("cuda",) for c in variant.chain) else "cpu"
 
 
 def _kill(pid: int) -> None:
@@ -265,11 +255,10 @@ def _tail(path: Path, n: int = 3) -> str:
     return " | ".join(lines[-n:])[-400:]
 
 
-def _summary(record: dict) -> str:
-    if record["status"] == "ok":
-        lat = record["latency"]
-        q = record["quality"]
-        primary = q["metrics"].get(q["primary"], {})
-        return (f"done: {lat['median']:.2f} ms median (n={lat['iterations']}), "
-                f"{q['primary']} {primary.get('value', float('nan')):.4g}, RAM {record['memory']['ram_mb']:.0f} MB")
-    return f"{record['status']}: {record.get('reason') or record.get('error')}"
+def _summary(record: Record) -> str:
+    if record.ok:
+        lat, q = record.latency, record.quality
+        primary = q.primary_value
+        return (f"done: {lat.median:.2f} ms median (n={lat.iterations}), "
+                f"{q.primary} {primary.value if primary else float('nan'):.4g}, RAM {record.memory.ram_mb:.0f} MB")
+    return f"{record.status}: {record.reason or record.error}"

@@ -1,18 +1,23 @@
 """One phase of one variant, run in a fresh subprocess: ``python -m squeezebench.worker PHASE JOB RESULT``.
 
-build:   load the model from its source, apply the method chain, save the artifact as it would ship.
-measure: load the saved artifact on a device, time it, read memory peaks, score quality.
+build:   load the model from its source, apply the method chain, save the artifact as it would ship; the
+         build-phase measures (weights size) read the saved files.
+measure: load the saved artifact on a device and run every registered measure (latency, memory, quality,
+         environment, ...) in order; each returns its section of the record.
 The result is written as JSON to RESULT; user-facing problems become {"status": "skipped"|"failed"}.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from squeezebench.variant import Job
 
 
 def _write(path: str, payload: dict[str, Any]) -> None:
@@ -28,45 +33,62 @@ def _jsonable(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if hasattr(obj, "dump"):  # a record section
+        return obj.dump()
     return str(obj)
 
 
-def _setup(job: dict[str, Any]):
+def _setup(job: Job):
     import torch
 
-    if job["protocol"].get("threads"):
-        torch.set_num_threads(int(job["protocol"]["threads"]))
-    import squeezebench.methods  # noqa: F401  (registers methods)
+    if job.threads:
+        torch.set_num_threads(int(job.threads))
+    import squeezebench.measures  # noqa: F401  (registers measures)
+    import squeezebench.methods  # noqa: F401  (registers methods and their structure restores)
     import squeezebench.runtimes  # noqa: F401
-    from squeezebench.tasks import TASKS, Protocol
+    from squeezebench.methods import chain_from_links
+    from squeezebench.protocol import Protocol
+    from squeezebench.tasks import TASKS
 
-    return TASKS.get(job["task"]), Protocol(**job["protocol"])
+    return TASKS.get(job.task), Protocol.from_dict(job.protocol), chain_from_links(job.chain)
 
 
-def _dataset(job: dict[str, Any], protocol, with_rest: bool = False):
+def _dataset(job: Job, protocol, with_rest: bool = False):
     from squeezebench.tasks.data import DatasetOptions, load_dataset
 
-    full = load_dataset(job["dataset"], DatasetOptions(**job["dataset_options"]))
+    full = load_dataset(job.dataset, DatasetOptions(**job.dataset_options))
     subset = full.subset(protocol.limit, protocol.seed)
     return (subset, full.rest(subset)) if with_rest else subset
 
 
-def build(job: dict[str, Any]) -> dict[str, Any]:
-    from squeezebench.measures.size import size_record
-    from squeezebench.methods import METHODS, MethodContext, apply_chain, parse_chain
+def _build_sections(directory: Path, weight_files: list[Path], parameters: int, facts: dict) -> dict[str, Any]:
+    from squeezebench.measures.base import BuildSession, measures
+
+    session = BuildSession(directory, weight_files, parameters, facts)
+    return {m.name: m.build(session) for m in measures("build")}
+
+
+def build(job: Job) -> dict[str, Any]:
+    from squeezebench.methods import METHODS, MethodContext, apply_chain
     from squeezebench.models.sources import load_model
     from squeezebench.runtimes.base import write_export_manifest
     from squeezebench.runtimes.pytorch import save_pytorch_artifact
 
-    task, protocol = _setup(job)
-    chain = parse_chain(job["method"])
-    if job["source"]["kind"] == "onnx":  # an ONNX file is copied as is and run by ONNX Runtime
-        from squeezebench.runtimes.onnxruntime import build_onnx_input
+    task, protocol, chain = _setup(job)
+    directory = Path(job.artifact_dir)
+    if job.source["kind"] == "onnx":  # an ONNX file is copied as is and run by ONNX Runtime
+        from squeezebench.runtimes.onnxruntime import import_onnx_model
 
-        return build_onnx_input(job, task, chain)
+        if any(c.name != "original" for c in chain):
+            return {"status": "skipped", "reason": "an ONNX input model can only be measured as is"}
+        t0 = time.perf_counter()
+        weight_files, extra = import_onnx_model(job.source, task, chain, directory)
+        return {"status": "ok", "runtime": "onnxruntime", "load_source_s": time.perf_counter() - t0,
+                "transform_s": 0.0, "notes": extra["notes"],
+                **_build_sections(directory, weight_files, extra["parameters"], extra["facts"])}
     dataset, rest = _dataset(job, protocol, with_rest=True)
     t0 = time.perf_counter()
-    bundle = load_model(job["source"], task, num_labels=len(dataset.label_names or []) or None)
+    bundle = load_model(job.source, task, num_labels=len(dataset.label_names or []) or None)
     load_s = time.perf_counter() - t0
     parameters = bundle.parameter_count()
     data = task.prepare(dataset, bundle, protocol)
@@ -80,7 +102,7 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
                 ctx.notes.append(note)
         return task.calibration_inputs(bundle, calib["data"], protocol, n)
 
-    ctx = MethodContext(task=task, bundle=bundle, device=job["build_device"], protocol=protocol,
+    ctx = MethodContext(task=task, bundle=bundle, device=job.build_device, protocol=protocol,
                         calibration=calibration)
     for config in chain:
         method = METHODS.get(config.name)
@@ -88,7 +110,6 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
             reason = method.check(config, ctx)
             if reason:
                 return {"status": "skipped", "reason": f"{config.name}: {reason}"}
-    directory = Path(job["artifact_dir"])
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     export = apply_chain(bundle, chain, ctx, directory)
@@ -101,25 +122,52 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
         runtime = export.runtime
         weight_files = [Path(p) for p in export.weight_files]
         write_export_manifest(bundle, task, chain, directory, runtime, weight_files, {**extra, **export.manifest_extra})
-    all_files = [p for p in directory.rglob("*") if p.is_file()]
-    size = size_record(weight_files, all_files, parameters, directory)
-    size.update(ctx.facts)
     return {"status": "ok", "runtime": runtime, "load_source_s": load_s, "transform_s": transform_s,
-            "notes": ctx.notes, "size": size}
+            "notes": ctx.notes, **_build_sections(directory, weight_files, parameters, ctx.facts)}
 
 
-def measure(job: dict[str, Any]) -> dict[str, Any]:
+def _skip_reason(task, chain, device: str) -> str | None:
+    """Device-specific applicability (e.g. bf16 on a GPU without it), checked before anything loads."""
+    from squeezebench.methods import METHODS, MethodContext
+
+    for config in chain:
+        method = METHODS.get(config.name)
+        if device.split(":")[0] not in method.devices:
+            return f"{config.name} runs on {', '.join(method.devices)} only"
+        if method.check is not None:
+            reason = method.check(config, MethodContext(task=task, bundle=None, device=device))
+            if reason:
+                return f"{config.name}: {reason}"
+    return None
+
+
+def _read_reference(path: Path) -> dict[str, Any] | None:
     import numpy as np
+
+    if not path.is_file():
+        return None
+    with np.load(path) as npz:
+        return dict(npz)
+
+
+def _write_reference(path: Path, arrays: dict[str, Any]) -> None:
+    """Atomically: a killed run never leaves a truncated reference behind."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)
+
+
+def measure(job: Job) -> dict[str, Any]:
     import torch
 
-    from squeezebench.measures import memory
-    from squeezebench.measures.environment import environment
-    from squeezebench.measures.latency import measure_latency
-    from squeezebench.methods import METHODS, MethodContext, parse_chain
+    from squeezebench.measures.base import MeasureSession, measures
     from squeezebench.runtimes.base import load_artifact
 
-    task, protocol = _setup(job)
-    device = job["device"]
+    task, protocol, chain = _setup(job)
+    device = job.device
     import transformers  # noqa: F401  (part of the import baseline)
 
     if device.startswith("cuda"):
@@ -127,52 +175,35 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             return {"status": "skipped", "reason": "no CUDA device visible to PyTorch"}
         torch.cuda.init()
         torch.empty(1, device=device)  # create the context before the baseline
-    baseline_rss = memory.current_rss_mb()
-    chain = parse_chain(job["method"])
-    for config in chain:  # device-specific applicability (e.g. bf16 on a GPU without it)
-        method = METHODS.get(config.name)
-        if device.split(":")[0] not in method.devices:
-            return {"status": "skipped", "reason": f"{config.name} runs on {', '.join(method.devices)} only"}
-        if method.check is not None:
-            reason = method.check(config, MethodContext(task=task, bundle=None, device=device))
-            if reason:
-                return {"status": "skipped", "reason": f"{config.name}: {reason}"}
-    if device.startswith("cuda"):
-        memory.reset_cuda_peaks()
+    reason = _skip_reason(task, chain, device)
+    if reason:
+        return {"status": "skipped", "reason": reason}
+    plugins = measures("measure")
+    session = MeasureSession(task=task, protocol=protocol, device=device)
+    for m in plugins:
+        m.begin(session)
     t0 = time.perf_counter()
-    bundle, executable = load_artifact(Path(job["artifact_dir"]), task, device, protocol.threads)
+    session.bundle, session.executable = load_artifact(Path(job.artifact_dir), task, device, protocol.threads)
     load_s = time.perf_counter() - t0
-    data = task.prepare(_dataset(job, protocol), bundle, protocol)
-    inputs = task.example_inputs(bundle, data, protocol)
-    shapes = {k: list(v.shape) for k, v in inputs.items()}
-    with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
-        prepared = executable.prepare(inputs)
-        latency = measure_latency(lambda: executable.run_prepared(prepared), device, protocol.warmup_iters,
-                                  protocol.min_iters, protocol.min_time_s, protocol.max_time_s)
-    peak_rss = memory.peak_rss_mb()
-    mem: dict[str, Any] = {"unit": "MB", "baseline_rss_mb": baseline_rss, "peak_rss_mb": peak_rss,
-                           "ram_mb": peak_rss - baseline_rss,
-                           "scope": "peak during artifact load and timed inference, minus RSS after imports"}
-    if device.startswith("cuda"):
-        mem["vram"] = memory.cuda_memory(torch.device(device).index or 0)
-    reference = None
-    ref_path = Path(job["reference_path"])
-    if not job["is_original"] and ref_path.is_file():
-        reference = dict(np.load(ref_path))
-    t0 = time.perf_counter()
-    with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
-        result = task.evaluate(executable, bundle, data, protocol, reference)
-    eval_s = time.perf_counter() - t0
-    mem["process_peak_rss_mb"] = memory.peak_rss_mb()  # whole process, quality evaluation included
-    if job["is_original"] and device == "cpu" and result.reference is not None:
-        ref_path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(ref_path, **{k: np.asarray(v) for k, v in result.reference.items()})
-    quality = {"primary": task.primary_metric, "metrics": result.metrics, "flags": result.flags,
-               "protocol": result.protocol, "task_version": task.version, "eval_s": eval_s}
-    info = dict(executable.info)
-    info["first_call_ms"] = latency.get("first_call_ms")
-    return {"status": "ok", "load_artifact_s": load_s, "input_shapes": shapes, "latency": latency,
-            "memory": mem, "quality": quality, "runtime": info, "environment": environment(device)}
+    session.data = task.prepare(_dataset(job, protocol), session.bundle, protocol)
+    session.inputs = task.example_inputs(session.bundle, session.data, protocol)
+    if not job.is_original:
+        session.reference = _read_reference(Path(job.reference_path))
+    for m in plugins:
+        section = m.run(session)
+        if section is not None:
+            session.sections[m.name] = section
+    for m in plugins:
+        m.end(session)
+    evaluation = session.evaluation
+    if job.is_original and device == "cpu" and evaluation is not None and evaluation.reference is not None:
+        _write_reference(Path(job.reference_path), evaluation.reference)
+    info = dict(session.executable.info)
+    latency = session.sections.get("latency")
+    info["first_call_ms"] = latency.first_call_ms if latency is not None else None
+    return {"status": "ok", "load_artifact_s": load_s,
+            "input_shapes": {k: list(v.shape) for k, v in session.inputs.items()},
+            **session.sections, "runtime": info}
 
 
 PHASES = {"build": build, "measure": measure}
@@ -180,7 +211,7 @@ PHASES = {"build": build, "measure": measure}
 
 def main(argv: list[str]) -> int:
     phase, job_path, result_path = argv
-    job = json.loads(Path(job_path).read_text())
+    job = Job.read(Path(job_path))
     from squeezebench.errors import SqueezebenchError
 
     try:

@@ -14,7 +14,7 @@ def test_efficientnet_lite0_top1_on_imagenet_sample(tmp_path):
     config = RunConfig(models=["offline:efficientnet-lite0"], task="image-classification", methods=["original"],
                        dataset=f"imagenet-sample:{IMAGENET}", out=tmp_path, team="t",
                        protocol=fast_protocol(limit=60, eval_batch_size=20))
-    rec = Runner(config).run()[0]
+    rec = Runner(config).run()[0].dump()
     assert rec["status"] == "ok", rec
     m = rec["quality"]["metrics"]
     # the published model reaches ~75 % top-1 on ImageNet val; a 60-image sample must be far above chance

@@ -133,7 +133,7 @@ def test_runner_original_then_onnx_chain(tmp_path, image_dir):
     config = RunConfig(models=["python:tests.helpers_models:tiny_cnn"], task="image-classification",
                        methods=["original", "original+onnx"], dataset=f"image-dir:{image_dir}",
                        out=tmp_path / "results", team="t", protocol=fast_protocol())
-    recs = {r["method"]: r for r in Runner(config).run()}
+    recs = {r.method: r.dump() for r in Runner(config).run()}
     orig, onnx = recs["original"], recs["onnx"]
     assert orig["status"] == "ok" and onnx["status"] == "ok", onnx
     assert onnx["build"]["runtime"] == "onnxruntime" and onnx["runtime"]["name"] == "onnxruntime"

@@ -148,7 +148,7 @@ def test_runner_measures_int4_weight_only(tmp_path, tiny_bert_dir, topic_csv):
     config = RunConfig(models=[str(tiny_bert_dir)], task="sentence-embedding", dataset=f"csv:{topic_csv}",
                        methods=["original", "int4-weight-only:group_size=32"], out=tmp_path / "results", team="t",
                        protocol=fast_protocol())
-    recs = {r["method"]: r for r in Runner(config).run()}
+    recs = {r.method: r.dump() for r in Runner(config).run()}
     orig, q = recs["original"], recs["int4-weight-only:group_size=32"]
     assert orig["status"] == "ok" and q["status"] == "ok", q
     size = q["build"]["size"]

@@ -3,7 +3,10 @@ import json
 import pytest
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.report.table import HEADERS, JSON_KEYS, table, update_readme
+from squeezebench.report.table import headers, table, update_readme
+
+JSON_KEYS = ["team", "model", "task", "method", "weights_size_mb", "cpu_ms", "gpu_ms", "ram_mb", "vram_mb",
+             "quality_metric", "quality_value", "flags"]
 from squeezebench.results.store import RunFile
 
 ENV = {"hostname": "h", "cpu": "cpu-x", "torch_threads": 2, "torch": "2.13", "transformers": "5"}
@@ -20,11 +23,11 @@ def record(team, method, device, median, size_bytes, acc, status="ok", ram=100.0
         return rec
     rec.update(latency={"median": median, "std": 0.1, "timer": "perf_counter"}, input_shapes={"input_ids": [1, 128]},
                memory={"ram_mb": ram}, environment=dict(ENV, gpu="H200" if device == "cuda" else None),
-               runtime={"threads": 2},
+               runtime={"name": "pytorch-eager", "threads": 2},
                quality={"primary": "accuracy", "flags": list(flags),
                         "metrics": {"accuracy": {"value": acc, "unit": "fraction", "ci95": [acc - 0.02, acc + 0.02]}}})
     if vram is not None:
-        rec["memory"]["vram"] = {"peak_reserved_mb": vram}
+        rec["memory"]["vram"] = {"peak_reserved_mb": vram, "peak_allocated_mb": vram}
     return rec
 
 
@@ -52,7 +55,7 @@ def two_teams(tmp_path):
 
 def test_markdown_headers_in_both_languages(two_teams):
     en = table(two_teams)
-    assert en.splitlines()[0] == "| " + " | ".join(HEADERS["en"]) + " |"
+    assert en.splitlines()[0] == "| " + " | ".join(headers("en")) + " |"
     ru = table(two_teams, lang="ru")
     assert ru.splitlines()[0] == ("| Модель | Метод | Размер весов | Время инференса (CPU, ms) | Время инференса (GPU, ms) "
                                   "| Использование RAM (MB) | Использование VRAM (MB) | Качество (PPL, BLEU, Accuracy) |")

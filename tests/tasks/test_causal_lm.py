@@ -34,7 +34,7 @@ def test_evaluate_records_window_losses_and_a_paired_ratio_to_the_original():
     import numpy as np
 
     from squeezebench.tasks import TASKS
-    from squeezebench.tasks.base import Protocol
+    from squeezebench.protocol import Protocol
 
     task = TASKS.get("causal-lm")
     ids = torch.randint(0, 11, (200,), generator=torch.Generator().manual_seed(1))
@@ -60,7 +60,7 @@ def test_evaluate_records_window_losses_and_a_paired_ratio_to_the_original():
 
 def test_calibration_windows_are_distinct_and_keep_the_old_order():
     from squeezebench.tasks import TASKS
-    from squeezebench.tasks.base import Protocol
+    from squeezebench.protocol import Protocol
 
     task = TASKS.get("causal-lm")
     ids = torch.arange(10_000)

@@ -6,6 +6,9 @@ import os
 import platform
 from typing import Any
 
+from squeezebench.measures.base import Measure, MeasureSession, register_measure
+from squeezebench.results.schema import Environment
+
 
 def cpu_model() -> str:
     try:
@@ -70,6 +73,13 @@ def gpu_driver() -> str | None:
         return None
 
 
-def environment_key(env: dict[str, Any]) -> str:
-    """Two records are comparable (Δ %) when this key is equal."""
-    return "|".join(str(env.get(k)) for k in ("hostname", "cpu", "torch_threads", "gpu"))
+@register_measure
+class EnvironmentMeasure(Measure):
+    """The machine and software the variant was measured on (what makes two numbers comparable)."""
+
+    name = "environment"
+    section = Environment
+    order = 90
+
+    def run(self, session: MeasureSession) -> Environment:
+        return Environment.model_validate(environment(session.device))

@@ -9,11 +9,30 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
 
+from squeezebench.measures.base import (SLOWER_THRESHOLD, Column, Measure, MeasureSession, Row, ok, register_measure,
+                                        status_text)
+from squeezebench.results.schema import Latency
+
 HIGH_CV = 0.10
+
+
+@dataclass(frozen=True)
+class TimingProtocol:
+    """How latency is timed: the input shape's batch, warm-up and stopping rule, threads. Owned here; the CLI derives
+    its flags from these fields' metadata."""
+
+    batch_size: int = field(default=1, metadata={"help": "latency batch size", "positive": True})
+    threads: Optional[int] = field(default=None, metadata={
+        "help": "torch threads (default: PyTorch's choice, recorded)", "positive": True})
+    warmup_iters: int = field(default=5, metadata={"flag": "--warmup", "help": "warm-up iterations before timing"})
+    min_iters: int = field(default=30, metadata={"help": "timed iterations at least", "positive": True})
+    min_time_s: float = field(default=3.0, metadata={"flag": "--min-time", "help": "timed seconds at least"})
+    max_time_s: float = field(default=60.0, metadata={"flag": "--max-time", "help": "stop timing after this many seconds"})
 
 
 def percentile_nearest_rank(sorted_samples: list[float], q: float) -> float:
@@ -82,3 +101,55 @@ def measure_latency(call: Callable[[], Any], device: str, warmup_iters: int, min
     if cuda:
         out["wall"] = summarize(wall) | {"samples": wall}
     return out
+
+
+def _latency_cell(dev: str) -> Callable[[Row], str]:
+    def cell(row: Row) -> str:
+        rec = row.on(dev)
+        if not ok(rec):
+            return status_text(rec)
+        lat = rec.latency
+        text = f"{lat.median:.2f} ± {lat.std:.2f}"
+        ref = row.original.get(dev)
+        if ref is not None and not row.is_original:
+            text += f" ({ref.latency.median / lat.median:.2f}× of original)"
+        return text
+    return cell
+
+
+def _latency_value(dev: str) -> Callable[[Row], Optional[float]]:
+    return lambda row: row.on(dev).latency.median if ok(row.on(dev)) else None
+
+
+@register_measure
+class LatencyMeasure(Measure):
+    """Median and spread of the variant's forward on the task's fixed-shape inputs, after warm-up."""
+
+    name = "latency"
+    section = Latency
+    order = 20
+    flag_order = 30
+    columns = (
+        Column("cpu_ms", {"en": "CPU inference (ms)", "ru": "Время инференса (CPU, ms)"}, "ms",
+               _latency_cell("cpu"), _latency_value("cpu"), position=30, course=True),
+        Column("gpu_ms", {"en": "GPU inference (ms)", "ru": "Время инференса (GPU, ms)"}, "ms",
+               _latency_cell("gpu"), _latency_value("gpu"), position=40, course=True),
+    )
+
+    def run(self, session: MeasureSession) -> Latency:
+        p = session.protocol
+        executable = session.executable
+        with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
+            prepared = executable.prepare(session.inputs)
+            result = measure_latency(lambda: executable.run_prepared(prepared), session.device, p.warmup_iters,
+                                     p.min_iters, p.min_time_s, p.max_time_s)
+        return Latency.model_validate(result)
+
+    def flags(self, row: Row) -> list[str]:
+        out = []
+        for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
+            mine, ref = row.on(dev), row.original.get(dev)
+            if not row.is_original and ok(mine) and ref is not None:
+                if mine.latency.median > ref.latency.median * SLOWER_THRESHOLD:
+                    out.append(f"slower than original on {name}")
+        return out

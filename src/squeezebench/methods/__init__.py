@@ -7,6 +7,7 @@ from squeezebench.methods.base import (  # noqa: F401
     apply_chain,
     MethodConfig,
     MethodContext,
+    chain_from_links,
     chain_spec,
     parse_chain,
     parse_method,

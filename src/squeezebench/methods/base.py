@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.registry import Registry
+from squeezebench.runtimes.base import RESTORES, StructureRestore
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ def register_method(
                    devices=devices, model_types=model_types, needs_calibration=needs_calibration,
                    needs_original=needs_original),
         )
+        if restore is not None:  # how the PyTorch runtime replays this link on a fresh skeleton
+            RESTORES.register(config_cls.name, StructureRestore(config_cls, restore))
         return fn
 
     return deco
@@ -261,6 +264,11 @@ def parse_chain(text: str) -> list[MethodConfig]:
         raise SqueezebenchError(f"method {configs[0].name} recovers what an earlier link lost: put it after one, "
                                 f"e.g. prune-structured:ratio=0.3+{configs[0].name}")
     return configs
+
+
+def chain_from_links(links: list[dict[str, Any]]) -> list[MethodConfig]:
+    """The configs of a chain recorded as (name, params) links (a job or a manifest): no text parsing."""
+    return [METHODS.get(link["name"]).config_cls(**link["params"]) for link in links]
 
 
 def chain_spec(configs: list[MethodConfig]) -> str:

@@ -27,7 +27,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import METHODS, ExportResult, Method, MethodConfig, MethodContext
-from squeezebench.runtimes.base import Runtime, read_manifest, register_runtime
+from squeezebench.runtimes.base import RESTORES, Runtime, StructureRestore, read_manifest, register_runtime
 from squeezebench.runtimes.pytorch import TorchExecutable, load_pytorch, module_dtype, save_pytorch_artifact
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ METHODS.register(TorchCompileConfig.name, Method(
     TorchCompileConfig.name, TorchCompileConfig,
     "PyTorch weights run through torch.compile (compile time recorded apart from steady-state latency)",
     export=export_torch_compile, restore=_restore_identity, check=_check, devices=("cpu", "cuda")))
+RESTORES.register(TorchCompileConfig.name, StructureRestore(TorchCompileConfig, _restore_identity))
 
 
 class CompiledExecutable(TorchExecutable):

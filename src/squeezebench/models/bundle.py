@@ -24,7 +24,8 @@ class ModelBundle:
 
     module: the torch model (a transformers PreTrainedModel or a user's nn.Module).
     source: how it was obtained ({"kind": "hf"|"gguf"|"python", ...}), recorded and used to rebuild it.
-    tokenizer: for text tasks. image: preprocessing for image tasks.
+    tokenizer: for text tasks. image: preprocessing for image tasks. processor: a feature extractor or processor
+    (audio, multimodal), whatever object the task's preprocessing loads and saves.
     newly_initialized: parameter names the loader created at random (e.g. an untrained classifier head).
     label_names: the model's output classes when it has named ones.
     """
@@ -33,6 +34,7 @@ class ModelBundle:
     source: dict[str, Any]
     tokenizer: Any = None
     image: Optional[ImagePreprocessing] = None
+    processor: Any = None
     newly_initialized: list[str] = field(default_factory=list)
     label_names: Optional[list[str]] = None
 

@@ -142,6 +142,16 @@ def _hub_error(source: dict[str, Any], exc: Exception) -> SqueezebenchError:
     return SqueezebenchError(f"cannot load model from {source['id']!r}: {msg}")
 
 
+def _config_or_none(where: str, kwargs: dict[str, Any]) -> Any:
+    """The model's config when it can be read without loading weights (tasks pick their Auto class from it)."""
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(where, **kwargs)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _has_named_labels(where: str, kwargs: dict[str, Any]) -> bool:
     import transformers
 
@@ -178,7 +188,6 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         raise SqueezebenchError("an ONNX file is run by its runtime; use it with an export-free method list")
     import transformers
 
-    auto = getattr(transformers, task.auto_class)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if kind == "gguf":
         try:
@@ -192,8 +201,9 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         kwargs["trust_remote_code"] = tok_kwargs_trc = bool(source.get("trust_remote_code"))
         kwargs["use_safetensors"] = None  # prefer safetensors, allow weights_only pickles
         tok_kwargs = {"trust_remote_code": tok_kwargs_trc}
-    if num_labels and task.name in ("text-classification", "image-classification"):
-        config_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+    config_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+    auto = getattr(transformers, task.auto_class_for(_config_or_none(where, config_kwargs)))
+    if num_labels and task.labels_from_model:
         if not _has_named_labels(where, config_kwargs):
             kwargs["num_labels"] = num_labels
     try:
@@ -206,7 +216,7 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
     bundle = ModelBundle(module=module, source=source,
                          newly_initialized=sorted(set(info.get("missing_keys", []))))
     labels = getattr(module.config, "id2label", None)
-    if labels and task.name in ("text-classification", "image-classification"):
+    if labels and task.labels_from_model:
         bundle.label_names = [labels[i] for i in sorted(labels)]
     task.attach_preprocessing(bundle, where, tok_kwargs)
     return bundle
@@ -241,7 +251,7 @@ def build_skeleton(source: dict[str, Any], task: Any, directory: Path) -> ModelB
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=bool(source.get("trust_remote_code")))
-    auto = getattr(transformers, task.auto_class)
+    auto = getattr(transformers, task.auto_class_for(config))
     module = auto.from_config(config, dtype=torch.float32,
                               trust_remote_code=bool(source.get("trust_remote_code")))
     module.eval()

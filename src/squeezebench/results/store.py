@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import ValidationError
+
 from squeezebench.errors import SqueezebenchError
+from squeezebench.results.schema import Record, RunDoc
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -42,14 +48,30 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     return doc
 
 
-def read_run(path: Path) -> dict[str, Any]:
+def read_run(path: Path) -> RunDoc:
+    """A run file, migrated and validated against the typed schema; one-line errors name the file and the field."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SqueezebenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or remove it") from None
+    except (UnicodeDecodeError, RecursionError, MemoryError):
+        raise SqueezebenchError(f"{path} is not a readable JSON text file; move it out of the results folder") from None
+    except OSError as exc:
+        raise SqueezebenchError(f"cannot read {path}: {exc.strerror}") from None
     if not isinstance(doc, dict):
         raise SqueezebenchError(f"{path} is not a squeezebench result file; move it out of the results folder")
-    return migrate(doc, Path(path))
+    doc = migrate(doc, Path(path))
+    try:
+        run = RunDoc.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SqueezebenchError(f"{path}: field {where}: {err['msg']}; fix or remove the file") from None
+    except RecursionError:
+        raise SqueezebenchError(f"{path} is nested too deeply to be a result file; move it out of the results folder") from None
+    for rec in run.records:
+        rec.source_file = str(path)
+    return run
 
 
 def run_files(directory: Path) -> list[Path]:
@@ -61,13 +83,22 @@ def run_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("run-*.json") if p.is_file())
 
 
-def iter_records(directories: list[Path]) -> Iterator[dict[str, Any]]:
-    """Every record of every run file below the given folders (or files), oldest run first."""
+def iter_records(directories: list[Path], strict: bool = False) -> Iterator[Record]:
+    """Every record of every run file below the given folders (or files), oldest run first.
+
+    A file that cannot be read as a result file is skipped with a warning (one line naming the file and the field),
+    so that one bad file never hides the others; ``strict`` raises instead.
+    """
     for d in directories:
         for path in run_files(Path(d)):
-            doc = read_run(path)
-            for rec in doc.get("records", []):
-                yield dict(rec, _file=str(path))
+            try:
+                doc = read_run(path)
+            except SqueezebenchError as exc:
+                if strict:
+                    raise
+                log.warning("skipped: %s", exc)
+                continue
+            yield from doc.records
 
 
 class RunFile:
@@ -78,6 +109,7 @@ class RunFile:
         self.doc = {"schema_version": SCHEMA_VERSION, **header, "records": []}
         atomic_write_json(self.path, self.doc)
 
-    def add(self, record: dict[str, Any]) -> None:
-        self.doc["records"].append(record)
+    def add(self, record: Record | dict[str, Any]) -> None:
+        rec = record if isinstance(record, Record) else Record.model_validate(record)
+        self.doc["records"].append(rec.dump())
         atomic_write_json(self.path, self.doc)

@@ -50,6 +50,19 @@ class Runtime:
 RUNTIMES: Registry[Runtime] = Registry("runtime")
 
 
+@dataclass(frozen=True)
+class StructureRestore:
+    """How a method's compressed structure is rebuilt on a fresh skeleton before its saved weights load:
+    ``restore(module, config_cls(**params), facts) -> module``. Methods register these (methods/base.py) so that a
+    runtime can replay a chain without importing the methods."""
+
+    config_cls: type
+    restore: Callable[..., Any]
+
+
+RESTORES: Registry[StructureRestore] = Registry("reloadable method")
+
+
 def register_runtime(runtime: Runtime) -> Runtime:
     return RUNTIMES.register(runtime.name, runtime)
 

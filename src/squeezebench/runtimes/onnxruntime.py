@@ -158,7 +158,7 @@ def load_onnxruntime(directory: Path, manifest: dict[str, Any], task, device: st
     n_threads = int(threads or torch.get_num_threads())
     session = open_session(directory / manifest.get("onnx_file", MODEL_FILE), n_threads, device, opt_level)
     out = session.get_outputs()[0]
-    pool = task.name == "sentence-embedding" and len(out.shape or []) == 3
+    pool = task.output_kind == "embedding" and len(out.shape or []) == 3
     info = {"name": "onnxruntime", "version": ort.__version__, "device": device,
             "providers": session.get_providers(), "threads": n_threads,
             "threads_from": "--threads" if threads else "torch.get_num_threads()",
@@ -238,20 +238,16 @@ def optimized_graph_summary(path: Path, opt_level: str = DEFAULT_OPT_LEVEL, thre
 
 
 # --- a model given as an ONNX file --------------------------------------------------------------------------
-def build_onnx_input(job: dict[str, Any], task, chain: list) -> dict[str, Any]:
-    """Build phase for ``--model onnx:PATH``: copy the file (+ external data) as the artifact, no transforms."""
-    from squeezebench.measures.size import size_record
+def import_onnx_model(source: dict[str, Any], task, chain: list, directory: Path) -> tuple[list[Path], dict[str, Any]]:
+    """Build phase for ``--model onnx:PATH``: copy the file (+ external data) into ``directory`` as the artifact and
+    write its manifest; returns (weight files, manifest facts: parameters, notes, facts)."""
     from squeezebench.models.bundle import ModelBundle
     from squeezebench.runtimes.base import write_export_manifest
 
-    source = job["source"]
-    if any(c.name != "original" for c in chain):
-        return {"status": "skipped", "reason": "an ONNX input model can only be measured as is"}
     missing = ort_missing()
     if missing:
         raise SqueezebenchError(f"running an ONNX model {missing}")
     src = Path(source["path"])
-    t0 = time.perf_counter()
     bundle = ModelBundle(module=None, source=source)
     if "input_ids" in task.input_names:
         where = source.get("tokenizer")
@@ -261,7 +257,6 @@ def build_onnx_input(job: dict[str, Any], task, chain: list) -> dict[str, Any]:
         task.attach_preprocessing(bundle, where, {})
     else:
         task.attach_preprocessing(bundle, str(src.parent), {})
-    directory = Path(job["artifact_dir"])
     directory.mkdir(parents=True, exist_ok=True)
     weight_files = []
     for f in weight_files_of(src):
@@ -269,7 +264,6 @@ def build_onnx_input(job: dict[str, Any], task, chain: list) -> dict[str, Any]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, target)
         weight_files.append(target)
-    load_s = time.perf_counter() - t0
     parameters = count_onnx_parameters(src)
     summary = optimized_graph_summary(weight_files[0])
     facts = {"in_memory_compressed": summary["weights_int8_in_memory"],
@@ -284,8 +278,4 @@ def build_onnx_input(job: dict[str, Any], task, chain: list) -> dict[str, Any]:
              "quantisation scales and zero points excluded)", "notes": notes, "facts": facts,
              "onnx_file": MODEL_FILE, "ort_graph_optimization_level": DEFAULT_OPT_LEVEL, "ort_optimized_graph": summary}
     write_export_manifest(bundle, task, chain, directory, "onnxruntime", weight_files, extra)
-    all_files = [p for p in directory.rglob("*") if p.is_file()]
-    size = size_record(weight_files, all_files, parameters, directory)
-    size.update(facts)
-    return {"status": "ok", "runtime": "onnxruntime", "load_source_s": load_s, "transform_s": 0.0,
-            "notes": notes, "size": size}
+    return weight_files, extra

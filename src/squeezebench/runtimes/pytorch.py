@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.runtimes.base import Executable, Runtime, register_runtime, write_manifest
+from squeezebench.runtimes.base import RESTORES, Executable, Runtime, register_runtime, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +91,15 @@ def save_pytorch_artifact(bundle, task, chain: list, directory: Path, extra: dic
 
 def rebuild_pytorch(directory: Path, manifest: dict[str, Any], task) -> Any:
     """The saved variant as a ModelBundle on CPU: skeleton, each method's structural restore, weights."""
-    from squeezebench.methods import METHODS
     from squeezebench.models.sources import build_skeleton
 
     bundle = build_skeleton(manifest["source"], task, directory)
     module = bundle.module
     for link in manifest["chain"]:
-        method = METHODS.get(link["name"])
-        config = method.config_cls(**link["params"])
-        if method.restore is None:
+        if link["name"] not in RESTORES:
             raise SqueezebenchError(f"method {link['name']} cannot be reloaded from its artifact")
-        module = method.restore(module, config, manifest.get("facts", {})) or module
+        entry = RESTORES.get(link["name"])
+        module = entry.restore(module, entry.config_cls(**link["params"]), manifest.get("facts", {})) or module
     bundle.module = module
     try:
         load_state(module, directory, manifest["state_format"])

@@ -4,39 +4,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
+from squeezebench.errors import SqueezebenchError
 from squeezebench.registry import Registry
 from squeezebench.tasks.data import Dataset
+
+if TYPE_CHECKING:
+    from squeezebench.protocol import Protocol
 
 # A runnable variant: named input tensors -> one output tensor (float32, on CPU).
 Executable = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """Everything that fixes what was measured; recorded with every result."""
+class EvalProtocol:
+    """How quality is scored: which examples, how they are cut and batched. Owned here; the CLI derives its flags
+    from these fields' metadata (``flag``: the option name when it is not the field's; ``help``)."""
 
-    batch_size: int = 1
-    seq_len: int = 128
-    eval_batch_size: int = 16
-    limit: Optional[int] = None
-    seed: int = 0
-    threads: Optional[int] = None
-    warmup_iters: int = 5
-    min_iters: int = 30
-    min_time_s: float = 3.0
-    max_time_s: float = 60.0
-    ppl_window: int = 512
-    ppl_stride: int = 256
-    ppl_max_tokens: int = 8192
-    gen_prompt_tokens: int = 64
-    gen_new_tokens: int = 32
-    gen_repeats: int = 3
-    test_fraction: float = 0.5
-    calibration_samples: int = 32
+    seq_len: int = field(default=128, metadata={"help": "tokens per input for latency and scoring", "positive": True})
+    eval_batch_size: int = field(default=16, metadata={"help": "batch size of quality scoring", "positive": True})
+    limit: Optional[int] = field(default=None, metadata={
+        "help": "use a deterministic, class-balanced subset of N examples", "positive": True})
+    seed: int = field(default=0, metadata={"help": "seed of the subset and splits"})
+    ppl_window: int = field(default=512, metadata={"help": "perplexity window (tokens)", "positive": True})
+    ppl_stride: int = field(default=256, metadata={"help": "perplexity stride (tokens)", "positive": True})
+    ppl_max_tokens: int = field(default=8192, metadata={"help": "tokens scored for perplexity", "positive": True})
+    gen_prompt_tokens: int = field(default=64, metadata={"cli": False})
+    gen_new_tokens: int = field(default=32, metadata={"flag": "--gen-tokens",
+                                                      "help": "tokens generated for decode speed", "positive": True})
+    gen_repeats: int = field(default=3, metadata={"cli": False})
+    test_fraction: float = field(default=0.5, metadata={"cli": False})
+
+
+@dataclass(frozen=True)
+class CalibrationProtocol:
+    """How many inputs a calibrated method (static int8, GPTQ, AWQ, pruning, distillation) draws from the task."""
+
+    calibration_samples: int = field(default=32, metadata={"help": "calibration inputs for calibrated methods",
+                                                           "positive": True})
 
 
 @dataclass
@@ -57,9 +65,25 @@ class Task:
     default_dataset: str = "bbc-news"
     input_names: tuple[str, ...] = ()
     output_kind: str = "logits"  # what wrap() returns: "logits" (last dim = classes) or "embedding"
+    input_kind: str = "text"  # what each example carries for the model: "text", "image" or "audio"
+    needs_labels: bool = False  # every example must have a label
+    labels_from_model: bool = False  # the model's own head names the classes (id2label); a base model gets a new head
+    calibration_held_out: bool = True  # calibration inputs come from data that is never scored
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "primary_metric": self.primary_metric}
+
+    def check_dataset(self, dataset: Dataset) -> None:
+        """Fail before any variant runs when the data cannot serve this task (one-line error)."""
+        if any(self.input_kind not in ex for ex in dataset.examples):
+            raise SqueezebenchError(f"dataset {dataset.spec!r} has no {self.input_kind}, which {self.name} needs")
+        if self.needs_labels and any("label" not in ex for ex in dataset.examples):
+            raise SqueezebenchError(f"dataset {dataset.spec!r} has no labels, which {self.name} needs "
+                                    "(pass --label-column)")
+
+    def auto_class_for(self, config: Any) -> str:
+        """The transformers Auto class that loads a model with ``config`` for this task."""
+        return self.auto_class
 
     # --- model side -------------------------------------------------------------------------------
     def attach_preprocessing(self, bundle, where: str, kwargs: dict) -> None:

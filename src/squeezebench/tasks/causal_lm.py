@@ -98,6 +98,7 @@ class CausalLM(Task):
     auto_class = "AutoModelForCausalLM"
     primary_metric = "perplexity"
     input_names = ("input_ids",)
+    calibration_held_out = False  # calibration windows may come from the scored text
 
     def attach_preprocessing(self, bundle, where, kwargs):
         text_common.load_tokenizer(bundle, where, kwargs)

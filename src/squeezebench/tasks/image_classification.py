@@ -53,6 +53,10 @@ class ImageClassification(Task):
     auto_class = "AutoModelForImageClassification"
     primary_metric = "accuracy"
     input_names = ("pixel_values",)
+    input_kind = "image"
+    needs_labels = True
+    labels_from_model = True
+    calibration_held_out = False  # calibration images are drawn from the scored data
     default_dataset = "imagenet-sample:../shared/data/imagenet-sample"
 
     def attach_preprocessing(self, bundle, where, kwargs):

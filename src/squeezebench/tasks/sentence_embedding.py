@@ -13,7 +13,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
-from squeezebench.tasks.base import EvalResult, Executable, Protocol, Task, register_task
+from squeezebench.tasks.base import EvalProtocol as Protocol, EvalResult, Executable, Task, register_task
 from squeezebench.tasks.metrics import COSINE, bootstrap_ci, chance_flag, classification_metrics, metric_value
 
 
@@ -44,6 +44,7 @@ class SentenceEmbedding(Task):
     primary_metric = "accuracy"
     input_names = ("input_ids", "attention_mask")
     output_kind = "embedding"
+    needs_labels = True
 
     def attach_preprocessing(self, bundle, where, kwargs):
         text_common.load_tokenizer(bundle, where, kwargs)

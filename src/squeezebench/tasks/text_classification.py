@@ -43,6 +43,9 @@ class TextClassification(Task):
     auto_class = "AutoModelForSequenceClassification"
     primary_metric = "accuracy"
     input_names = ("input_ids", "attention_mask")
+    needs_labels = True
+    labels_from_model = True
+    calibration_held_out = False  # calibration inputs are drawn from the scored data
 
     def attach_preprocessing(self, bundle, where, kwargs):
         text_common.load_tokenizer(bundle, where, kwargs)

@@ -1,0 +1,168 @@
+"""Measures: what is measured about a variant, each one plug-in with its record section and table columns.
+
+The measure worker builds a ``MeasureSession`` and calls every registered measure's hooks in ``order``:
+``begin`` before the artifact is loaded (e.g. the RSS baseline), ``run`` after it is loaded and returns the measure's
+section of the record (or None), ``end`` after every ``run`` (e.g. the whole-process peak, after quality). A measure
+with ``phase = "build"`` is computed by the build worker from the saved artifact instead (e.g. weights size).
+
+A measure also says how it is shown: ``columns`` (header en/ru, unit, cell text, JSON value) and ``flags`` (warnings
+about a row, e.g. "slower than original"). The table renders the course's columns in their ``position`` order and any
+other measure's columns after them, so that a new measure (say, energy) is one file and its test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Optional
+
+from squeezebench.registry import Registry
+from squeezebench.results.schema import Record, Section
+
+SLOWER_THRESHOLD = 1.05  # a variant is flagged slower when its median exceeds the original's by > 5 %
+
+
+@dataclass
+class MeasureSession:
+    """What a measure may read while one variant is measured on one device; ``sections`` holds what the measures
+    ran before it returned, ``scratch`` what they pass each other (e.g. the RSS baseline)."""
+
+    task: Any
+    protocol: Any
+    device: str
+    executable: Any = None
+    bundle: Any = None
+    data: Any = None
+    inputs: Optional[dict[str, Any]] = None
+    reference: Optional[dict[str, Any]] = None
+    sections: dict[str, Any] = field(default_factory=dict)
+    scratch: dict[str, Any] = field(default_factory=dict)
+    evaluation: Any = None  # the task's EvalResult, once quality ran
+
+
+@dataclass
+class BuildSession:
+    """What a build-phase measure reads: the saved artifact and facts the methods stated."""
+
+    directory: Any
+    weight_files: list[Any]
+    parameters: int
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column. ``cell(row)`` is the text in markdown/csv; ``value(row)`` the number in JSON (None when
+    absent). ``course`` columns form the course's table (their order is ``position``); others follow them."""
+
+    key: str
+    headers: dict[str, str]
+    unit: str
+    cell: Callable[[Any], str]
+    value: Callable[[Any], Any]
+    position: int = 100
+    course: bool = False
+
+
+class Measure:
+    """Base class; subclasses set ``name`` (their record section), ``section`` (its pydantic model) and override
+    the hooks they need."""
+
+    name: ClassVar[str] = ""
+    section: ClassVar[type[Section]] = Section
+    order: ClassVar[int] = 100
+    phase: ClassVar[str] = "measure"
+    columns: ClassVar[tuple[Column, ...]] = ()
+    flag_order: ClassVar[int] = 100
+
+    def begin(self, session: MeasureSession) -> None:
+        """Before the artifact is loaded."""
+
+    def run(self, session: MeasureSession) -> Optional[Section]:
+        """After the artifact is loaded; returns this measure's section."""
+        return None
+
+    def end(self, session: MeasureSession) -> None:
+        """After every measure ran (may complete sections in ``session.sections``)."""
+
+    def build(self, session: BuildSession) -> Optional[Section]:
+        """For ``phase = "build"``: the section, from the saved artifact."""
+        return None
+
+    def flags(self, row: Any) -> list[str]:
+        """Warnings about a table row (its records and the original's)."""
+        return []
+
+    def read(self, record: Record) -> Optional[Section]:
+        """This measure's section of ``record``, typed."""
+        value = getattr(record, self.name, None) if self.name in type(record).model_fields else None
+        return value if value is not None else record.section(self.name, self.section)
+
+
+MEASURES: Registry[Measure] = Registry("measure")
+
+
+def register_measure(cls: type[Measure]) -> type[Measure]:
+    MEASURES.register(cls.name, cls())
+    return cls
+
+
+def measures(phase: str = "measure") -> list[Measure]:
+    return sorted((m for _, m in MEASURES.items() if m.phase == phase), key=lambda m: m.order)
+
+
+def all_columns() -> list[Column]:
+    cols = [c for _, m in MEASURES.items() for c in m.columns]
+    return sorted(cols, key=lambda c: (not c.course, c.position, c.key))
+
+
+# --- formatting shared by the measures' cells -------------------------------------------------------------
+def pct(new: float, old: float) -> str:
+    """Signed percent change, e.g. ``−19 %``."""
+    if not old:
+        return ""
+    d = (new - old) / old * 100
+    return f"{'+' if d >= 0 else '−'}{abs(d):.0f} %"
+
+
+def status_text(rec: Optional[Record]) -> str:
+    """Why a cell is empty: not run, skipped (reason), failed (error)."""
+    if rec is None:
+        return "— (not run)"
+    if rec.status == "skipped":
+        return f"— (skipped: {rec.reason})"
+    return f"— (failed: {str(rec.error)[:160]})"
+
+
+def ok(rec: Optional[Record]) -> bool:
+    return rec is not None and rec.ok
+
+
+@dataclass
+class Row:
+    """A table row: the latest records of one (team, model, task, method) on CPU and on GPU, and the original's
+    records they are compared with (``original``: "cpu"/"gpu" when comparable, "size" for the saved size)."""
+
+    team: str
+    model: str
+    task: str
+    method: str
+    cpu: Optional[Record] = None
+    gpu: Optional[Record] = None
+    original: dict[str, Record] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    group: str = ""  # comparability group label, when a table holds several
+
+    @property
+    def any(self) -> Optional[Record]:
+        """The record that speaks for the row: an ok one (CPU first), else whichever exists."""
+        for r in (self.cpu, self.gpu):
+            if ok(r):
+                return r
+        return self.cpu or self.gpu
+
+    @property
+    def is_original(self) -> bool:
+        return self.method == "original"
+
+    def on(self, dev: str) -> Optional[Record]:
+        return self.cpu if dev == "cpu" else self.gpu

@@ -1,0 +1,227 @@
+"""The typed record: what the runner, the workers and the reports share.
+
+Every section is a pydantic model that keeps unknown fields (``extra="allow"``), so a measure added later (its own
+section), or an older file with fields no longer written, round-trips unchanged. Code outside ``results/`` reads
+records through these attributes, never by dict key paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["ok", "skipped", "failed", "pending"]
+
+
+class Section(BaseModel):
+    """Base of every record section: typed where squeezebench reads it, open to any further field."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), validate_assignment=False)
+
+    def dump(self) -> dict[str, Any]:
+        """The section as written to JSON: fields that were set, plus the extra ones."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class MetricValue(Section):
+    value: float
+    unit: str
+    higher_is_better: bool = True
+    version: int = 1
+    n: int = 0
+    ci95: Optional[tuple[float, float]] = None
+
+
+class Quality(Section):
+    primary: str
+    metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    flags: list[str] = Field(default_factory=list)
+    protocol: dict[str, Any] = Field(default_factory=dict)
+    task_version: int = 1
+    eval_s: Optional[float] = None
+
+    @property
+    def primary_value(self) -> Optional[MetricValue]:
+        return self.metrics.get(self.primary)
+
+
+class Latency(Section):
+    median: float
+    std: float = 0.0
+    mean: Optional[float] = None
+    min: Optional[float] = None
+    max: Optional[float] = None
+    p90: Optional[float] = None
+    p99: Optional[float] = None
+    cv: Optional[float] = None
+    iterations: Optional[int] = None
+    unit: str = "ms"
+    warnings: list[str] = Field(default_factory=list)
+    samples: list[float] = Field(default_factory=list)
+    warmup_ms: list[float] = Field(default_factory=list)
+    timer: str = "perf_counter"
+    first_call_ms: Optional[float] = None
+
+
+class Vram(Section):
+    peak_allocated_mb: float
+    peak_reserved_mb: float
+    nvml_process_mb: Optional[float] = None
+    unit: str = "MB"
+
+
+class Memory(Section):
+    ram_mb: float
+    baseline_rss_mb: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    process_peak_rss_mb: Optional[float] = None
+    scope: str = ""
+    unit: str = "MB"
+    vram: Optional[Vram] = None
+
+
+class Size(Section):
+    weights_bytes: int
+    weights_mb: float
+    artifact_bytes: Optional[int] = None
+    weight_files: list[str] = Field(default_factory=list)
+    parameters: Optional[int] = None
+    bits_per_weight: Optional[float] = None
+    in_memory_compressed: Optional[bool] = None
+    unit: str = "MB (10^6 bytes)"
+
+
+class Build(Section):
+    status: Status
+    runtime: Optional[str] = None
+    size: Optional[Size] = None
+    notes: list[str] = Field(default_factory=list)
+    reason: Optional[str] = None
+    error: Optional[str] = None
+
+
+class Environment(Section):
+    hostname: Optional[str] = None
+    cpu: Optional[str] = None
+    cpu_flags: list[str] = Field(default_factory=list)
+    cores: Optional[int] = None
+    torch_threads: Optional[int] = None
+    torch: Optional[str] = None
+    transformers: Optional[str] = None
+    gpu: Optional[str] = None
+
+    def key(self) -> str:
+        """Two measurements are compared (Δ %) only when this key is equal."""
+        return "|".join(str(v) for v in (self.hostname, self.cpu, self.torch_threads, self.gpu))
+
+
+class RuntimeInfo(Section):
+    name: str
+    threads: Optional[int] = None
+
+
+class ModelInfo(Section):
+    name: str
+    source: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskInfo(Section):
+    name: str
+    version: int = 1
+    primary_metric: str = ""
+
+
+class DatasetInfo(Section):
+    spec: Optional[str] = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChainLink(Section):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProtocolInfo(Section):
+    """The run's protocol as recorded (flat; see squeezebench.protocol.Protocol for the fields and their owners)."""
+
+    warmup_iters: int = 5
+    min_iters: int = 30
+    min_time_s: float = 3.0
+    threads: Optional[int] = None
+
+
+class Record(Section):
+    """One variant (model, method chain, device) as measured."""
+
+    key: Optional[str] = None
+    team: str = "local"
+    model: ModelInfo
+    task: TaskInfo
+    dataset: DatasetInfo = Field(default_factory=DatasetInfo)
+    method: str
+    chain: list[ChainLink] = Field(default_factory=list)
+    device: str = "cpu"
+    protocol: ProtocolInfo = Field(default_factory=ProtocolInfo)
+    status: Status = "pending"
+    reason: Optional[str] = None
+    error: Optional[str] = None
+    build: Optional[Build] = None
+    load_artifact_s: Optional[float] = None
+    input_shapes: dict[str, list[int]] = Field(default_factory=dict)
+    latency: Optional[Latency] = None
+    memory: Optional[Memory] = None
+    quality: Optional[Quality] = None
+    runtime: Optional[RuntimeInfo] = None
+    environment: Optional[Environment] = None
+    finished: Optional[str] = None
+    source_file: Optional[str] = Field(default=None, exclude=True)  # where it was read from; never written
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def device_kind(self) -> str:
+        """``cpu`` or ``cuda`` (without the index)."""
+        return self.device.split(":")[0]
+
+    @property
+    def size(self) -> Optional[Size]:
+        """The saved variant's size, when its build succeeded."""
+        return self.build.size if self.build is not None and self.build.status == "ok" else None
+
+    def section(self, name: str, model: type[Section]) -> Optional[Section]:
+        """A section added by a plug-in measure (stored as an extra field), read as its typed model."""
+        raw = (self.model_extra or {}).get(name)
+        if raw is None:
+            return None
+        return raw if isinstance(raw, model) else model.model_validate(raw)
+
+    def set_section(self, name: str, value: Section | dict[str, Any] | None) -> None:
+        """Attach a section: a known field is validated into its type, a plug-in's section is kept as given."""
+        if name in type(self).model_fields:
+            field_type = type(self).model_fields[name].annotation
+            setattr(self, name, value if value is None or isinstance(value, Section) else
+                    _validate_field(field_type, value))
+        else:
+            setattr(self, name, value.dump() if isinstance(value, Section) else value)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"source_file"})
+
+
+def _validate_field(annotation: Any, value: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(annotation).validate_python(value)
+
+
+class RunDoc(Section):
+    """One run file: a header and the records in the order they were measured."""
+
+    schema_version: int
+    team: Optional[str] = None
+    started: Optional[str] = None
+    command: Optional[str] = None
+    records: list[Record] = Field(default_factory=list)
