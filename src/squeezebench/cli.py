@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeezebench", description="What did each compression method really buy, "
                                      "and what did it cost? Honest size, speed, memory and quality, in one table.")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: it registers its own tasks, measures, methods or runtimes "
+                        "(repeatable; also $SQUEEZEBENCH_PLUGINS)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="measure a model and its compressed variants")
@@ -67,9 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--lang", choices=["en", "ru"], default="en")
     tab.add_argument("--update", type=Path, help="rewrite the squeezebench:table block of this README")
     tab.add_argument("--block", default="", help="name of the block to rewrite, for READMEs with several tables")
+    tab.add_argument("--extra-columns", action="store_true",
+                     help="also show the columns of measures outside the course's table (e.g. a plug-in's)")
 
     sub.add_parser("methods", help="list compression methods and their parameters")
     sub.add_parser("tasks", help="list tasks and their metrics")
+    sub.add_parser("measures", help="list what is measured: record sections and table columns")
     return parser
 
 
@@ -110,7 +116,7 @@ def cmd_run(args) -> int:
                        dataset_options=DatasetOptions(args.text_column, args.label_column or None),
                        protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
                        trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
-                       command="squeezebench " + shlex.join(sys.argv[1:]))
+                       command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin)
     return _run(config)
 
 
@@ -122,7 +128,7 @@ def cmd_demo(args) -> int:
     config = RunConfig(models=[DEMO_MODEL], task="sentence-embedding", methods=["original", "fp16", "bf16"],
                        devices=args.devices or ["cpu", "cuda"], dataset="bbc-news", protocol=_protocol(args),
                        out=args.out, team=args.team, force=args.force, timeout_s=args.timeout,
-                       command="squeezebench " + shlex.join(sys.argv[1:]))
+                       command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin)
     print(f"squeezebench demo: all-MiniLM-L6-v2 (sentence-embedding) on {args.limit} BBC News articles, "
           "methods original/fp16/bf16; each variant is built and measured in its own process.", file=sys.stderr)
     return _run(config)
@@ -131,7 +137,7 @@ def cmd_demo(args) -> int:
 def cmd_table(args) -> int:
     from squeezebench.report.table import table, update_readme
 
-    text = table(args.dirs, args.format, args.lang)
+    text = table(args.dirs, args.format, args.lang, extra_columns=args.extra_columns)
     if args.update:
         update_readme(args.update, text, args.block)
         print(f"updated {args.update}", file=sys.stderr)
@@ -167,13 +173,27 @@ def cmd_tasks(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "table": cmd_table, "methods": cmd_methods, "tasks": cmd_tasks}
+def cmd_measures(args) -> int:
+    from squeezebench.measures import MEASURES
+
+    for name, m in MEASURES.items():
+        cols = "; ".join(f"{c.headers['en']} [{c.unit}]" + (" (course table)" if c.course else "") for c in m.columns)
+        doc = (type(m).__doc__ or "").strip().splitlines()[0] if type(m).__doc__ else ""
+        print(f"{name:14s} {m.phase:8s} {doc}\n{'':23s} columns: {cols or 'none (recorded only)'}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "table": cmd_table, "methods": cmd_methods, "tasks": cmd_tasks,
+            "measures": cmd_measures}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="squeezebench: %(levelname)s: %(message)s")
     try:
+        from squeezebench.plugins import load_plugins
+
+        load_plugins(args.plugin)
         return COMMANDS[args.command](args)
     except SqueezebenchError as exc:
         print(f"squeezebench: error: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.measures.memory import peak_rss_mb
 from squeezebench.methods import METHODS, chain_spec, parse_chain
 from squeezebench.models.sources import check_available, source_of
+from squeezebench.plugins import load_plugins
 from squeezebench.protocol import Protocol
 from squeezebench.results import Record, RunFile, iter_records
 from squeezebench.tasks import TASKS
@@ -52,6 +53,7 @@ class RunConfig:
     tokenizer: Optional[str] = None  # for onnx: models (directory, Hugging Face id or offline:NAME)
     timeout_s: float = 3600.0
     command: str = ""
+    plugins: list[str] = field(default_factory=list)  # modules registering tasks/measures/methods (squeezebench.plugins)
 
 
 def _slug(text: str) -> str:
@@ -65,6 +67,7 @@ def _digest(obj: Any) -> str:
 def validate(config: RunConfig) -> tuple[Any, list[Variant]]:
     """Check everything that can be checked before any subprocess starts (one-line errors); parse every method chain
     once into the run's variants."""
+    config.plugins = load_plugins(config.plugins)
     task = TASKS.get(config.task)
     config.protocol.validate()
     if not config.models:
@@ -126,7 +129,8 @@ class Runner:
         return Job(source=variant.source, task=self.task.name, dataset=self.config.dataset,
                    dataset_options=dataclasses.asdict(self.config.dataset_options), protocol=self._protocol_dict(),
                    method=variant.label, chain=variant.links(), device=device, artifact_dir=str(artifact_dir),
-                   reference_path=str(reference), is_original=variant.is_original, build_device=device)
+                   reference_path=str(reference), is_original=variant.is_original, build_device=device,
+                   plugins=self.config.plugins)
 
     def _spawn(self, phase: str, job: Job, log_path: Path) -> tuple[dict, dict]:
         """Run one phase in a fresh interpreter; block until it ends; return (result, os accounting)."""

@@ -48,7 +48,7 @@ class Job:
     reference_path: str
     is_original: bool
     build_device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)  # modules the worker imports first (squeezebench.plugins)
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)))

@@ -47,6 +47,9 @@ def _setup(job: Job):
     import squeezebench.methods  # noqa: F401  (registers methods and their structure restores)
     import squeezebench.runtimes  # noqa: F401
     from squeezebench.methods import chain_from_links
+    from squeezebench.plugins import load_plugins
+
+    load_plugins(job.plugins)
     from squeezebench.protocol import Protocol
     from squeezebench.tasks import TASKS
 

@@ -50,6 +50,8 @@ def _quality_cell(row: Row) -> str:
 
 @register_measure
 class QualityMeasure(Measure):
+    """The task's scoring of the variant: primary metric [95 % interval], Δ vs the original, agreement."""
+
     name = "quality"
     section = Quality
     order = 40
