@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 from squeezebench.errors import SqueezebenchError
 from squeezebench.measures.memory import peak_rss_mb
 from squeezebench.methods import METHODS, chain_spec, parse_chain
-from squeezebench.models.sources import check_available, source_of
+from squeezebench.models.sources import check_available, fingerprint, source_of
 from squeezebench.plugins import load_plugins
 from squeezebench.protocol import Protocol
 from squeezebench.results import Record, RunFile, iter_records
@@ -64,7 +64,15 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def validate(config: RunConfig) -> tuple[Any, list[Variant]]:
+@dataclass(frozen=True)
+class DataInfo:
+    """The evaluated examples as recorded: their content fingerprint and count (part of the comparability key)."""
+
+    fingerprint: str
+    examples: int
+
+
+def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
     """Check everything that can be checked before any subprocess starts (one-line errors); parse every method chain
     once into the run's variants."""
     config.plugins = load_plugins(config.plugins)
@@ -75,6 +83,7 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant]]:
     sources = [source_of(m, config.trust_remote_code, config.tokenizer) for m in config.models]
     for source in sources:
         check_available(source)
+        source["fingerprint"] = fingerprint(source)
     chains = []
     for text in config.methods:
         chain = parse_chain(text)
@@ -95,14 +104,14 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant]]:
     # the original first, so that the others can be compared with it
     chains.sort(key=lambda c: c[0] != "original")
     variants = [Variant(source, chain, label) for source in sources for label, chain in chains]
-    return task, variants
+    return task, variants, DataInfo(ds.content_fingerprint(), len(ds.examples))
 
 
 class Runner:
     def __init__(self, config: RunConfig, progress: Callable[[str], None] = lambda s: None):
         self.config = config
         self.progress = progress
-        self.task, self.variants = validate(config)
+        self.task, self.variants, self.data = validate(config)
         self.out = Path(config.out)
         self.records: list[Record] = []
 
@@ -111,19 +120,15 @@ class Runner:
         return self.config.protocol.to_dict()
 
     def _key(self, variant: Variant, method: str, device: str) -> str:
-        return _digest({"source": variant.model_id, "task": self.task.name, "task_version": self.task.version,
-                        "dataset": self.config.dataset,
-                        "dataset_options": dataclasses.asdict(self.config.dataset_options),
-                        "method": method, "device": device, "protocol": self._protocol_dict()})
+        """Resume key: the comparability key of the record this variant would produce, plus method and device."""
+        return _digest([self._base_record(variant, device, None).protocol_key(), method, device])
 
     def _done_keys(self) -> dict[str, Record]:
+        """ok records of earlier runs into this team folder; skipped and failed ones are tried again (a skip may
+        have been caused by the environment, e.g. a package installed since)."""
         if self.config.force or not (self.out / self.config.team).exists():
             return {}
-        done = {}
-        for rec in iter_records([self.out / self.config.team]):
-            if rec.status in ("ok", "skipped") and rec.key:
-                done[rec.key] = rec
-        return done
+        return {rec.key: rec for rec in iter_records([self.out / self.config.team]) if rec.ok and rec.key}
 
     def _job(self, variant: Variant, device: str, artifact_dir: Path, reference: Path) -> Job:
         return Job(source=variant.source, task=self.task.name, dataset=self.config.dataset,
@@ -179,7 +184,7 @@ class Runner:
         i = 0
         for variant in self.variants:
             source, method = variant.source, variant.label
-            build_key = _digest([variant.model_id, method, self.config.dataset, self._protocol_dict()])
+            build_key = _digest([self._base_record(variant, "cpu", None).protocol_key(), method])
             artifact_dir = self.out / "artifacts" / _slug(source["name"]) / f"{_slug(method)}-{build_key}"
             reference = self.out / "references" / f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz"
             build: Optional[dict] = None
@@ -224,11 +229,15 @@ class Runner:
         return {"team": self.config.team, "started": started.isoformat(), "command": self.config.command,
                 "task": self.task.describe(), "dataset": self.config.dataset}
 
-    def _base_record(self, variant: Variant, device: str, key: str) -> Record:
+    def _base_record(self, variant: Variant, device: str, key: Optional[str]) -> Record:
         return Record.model_validate({
-            "key": key, "team": self.config.team, "model": {"name": variant.source["name"], "source": variant.source},
+            "key": key, "team": self.config.team,
+            "model": {"name": variant.source["name"], "source": variant.source,
+                      "fingerprint": variant.source.get("fingerprint")},
             "task": self.task.describe(), "dataset": {"spec": self.config.dataset,
-                                                      "options": dataclasses.asdict(self.config.dataset_options)},
+                                                      "options": dataclasses.asdict(self.config.dataset_options),
+                                                      "fingerprint": self.data.fingerprint,
+                                                      "examples": self.data.examples},
             "method": variant.label, "chain": variant.links(), "device": device, "protocol": self._protocol_dict(),
             "status": "pending"})
 

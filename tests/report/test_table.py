@@ -94,3 +94,49 @@ def test_csv_and_update_readme(two_teams, tmp_path):
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SqueezebenchError, match="no results found"):
         table([tmp_path])
+
+
+def _with(rec, protocol=None, fingerprint=None, threads=None):
+    rec = json.loads(json.dumps(rec))
+    rec["protocol"].update(protocol or {})
+    if fingerprint:
+        rec["model"]["fingerprint"] = fingerprint
+    if threads is not None and "environment" in rec:
+        rec["environment"]["torch_threads"] = threads
+        rec["runtime"]["threads"] = threads
+    return rec
+
+
+def test_mixed_protocols_render_as_separate_groups_without_cross_deltas(tmp_path):
+    write(tmp_path, "alpha", [
+        _with(record("alpha", "original", "cpu", 40.0, 4_000_000, 0.90), {"seq_len": 128}),
+        _with(record("alpha", "fp16", "cpu", 80.0, 2_000_000, 0.89), {"seq_len": 128}),
+        _with(record("alpha", "fp16", "cpu", 11.0, 2_000_000, 0.70), {"seq_len": 16}),
+    ])
+    md = table([tmp_path])
+    lines = [l for l in md.splitlines() if "| fp16 |" in l]
+    assert len(lines) == 2  # the earlier fp16 row is kept beside the new one
+    short = next(l for l in lines if "11.00" in l)
+    assert "(G2)" in short and "× of original" not in short and " pt)" not in short
+    long = next(l for l in lines if "80.00" in l)
+    assert "(G1)" in long and "0.50× of original" in long
+    assert "G2: sentence-embedding" in md and "seq_len=16" in md
+
+
+def test_thread_counts_never_pair_across_folders(tmp_path):
+    write(tmp_path / "one", "t", [_with(record("t", "original", "cpu", 40.0, 4_000_000, 0.9), {"threads": 1}, threads=1)])
+    write(tmp_path / "two", "u", [_with(record("u", "original", "cpu", 40.0, 4_000_000, 0.9), {"threads": 2}, threads=2),
+                                  _with(record("u", "fp16", "cpu", 20.0, 2_000_000, 0.9), {"threads": 2}, threads=2)])
+    rows = json.loads(table([tmp_path / "one", tmp_path / "two"], fmt="json"))
+    assert len(rows) == 3
+    md = table([tmp_path / "one", tmp_path / "two"])
+    assert "2.00× of original" in md  # u's fp16 against u's original, both 2 threads
+    assert md.count("× of original") == 1
+    assert "1 threads" in md and "2 threads" in md  # each protocol line says how it was timed
+
+
+def test_same_model_name_other_files_are_separate_rows(tmp_path):
+    write(tmp_path, "t", [_with(record("t", "original", "cpu", 40.0, 4_000_000, 0.9), fingerprint="aaaa"),
+                          _with(record("t", "original", "cpu", 30.0, 4_000_000, 0.8), fingerprint="bbbb")])
+    md = table([tmp_path])
+    assert "m (aaaa)" in md and "m (bbbb)" in md

@@ -150,7 +150,9 @@ class Row:
     gpu: Optional[Record] = None
     original: dict[str, Record] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
-    group: str = ""  # comparability group label, when a table holds several
+    group: str = ""  # comparability key (Record.protocol_key) shared by the row's records
+    group_index: int = 0  # its number among the groups of the same (team, model, task)
+    groups_of_model: int = 1  # how many groups that (team, model, task) has in the table
 
     @property
     def any(self) -> Optional[Record]:

@@ -258,3 +258,31 @@ def build_skeleton(source: dict[str, Any], task: Any, directory: Path) -> ModelB
     bundle = ModelBundle(module=module, source=source)
     task.attach_preprocessing(bundle, str(directory / "preprocessing"), {})
     return bundle
+
+
+def fingerprint(source: dict[str, Any]) -> str:
+    """What identifies the model's weights: a hash of its local files (names, sizes, contents), the hub id for a
+    remote model (its revision is resolved at load), or the python target and its module file. Two folders with the
+    same name but other weights get other fingerprints, so their rows are never merged or compared."""
+    import hashlib
+
+    kind = source["kind"]
+    h = hashlib.sha256(kind.encode())
+    if kind == "hf" and not source.get("local"):
+        h.update(f"hub:{source['id']}".encode())
+    elif kind == "python":
+        h.update(source["target"].encode())
+        spec = importlib.util.find_spec(source["target"].rpartition(":")[0])
+        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            h.update(Path(spec.origin).read_bytes())
+    else:
+        root = Path(source.get("id") or source["path"])
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        if kind == "onnx":  # the .onnx file and its external data beside it
+            files = sorted(p for p in root.parent.iterdir() if p.is_file())
+        for p in files:
+            h.update(f"{p.relative_to(root if root.is_dir() else root.parent)}:{p.stat().st_size}".encode())
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.measures import MEASURES, Row
 from squeezebench.measures.base import all_columns, ok
 from squeezebench.results import Record, iter_records
+
+log = logging.getLogger(__name__)
 
 LANGS = ("en", "ru")
 FIXED_HEADERS = {"en": ["Model", "Method"], "ru": ["Модель", "Метод"]}
@@ -32,28 +35,63 @@ def _columns(extra: bool):
 
 
 def collect(directories: list[Path]) -> list[Row]:
-    """Latest record per (team, model, task, method, device), grouped into rows."""
+    """Latest record per (team, model, model files, task, method, device, protocol), grouped into rows.
+
+    Records measured under another protocol (other data, shapes, threads, settings) or of other model files never
+    share a row and never pair for a Δ: each protocol is its own group of rows (``Row.group``), and a Δ also needs the
+    same hardware as the original's record on that device."""
     latest: dict[tuple, Record] = {}
+    folders: dict[str, set[str]] = {}
     for rec in iter_records([Path(d) for d in directories]):
-        key = (rec.team, rec.model.name, rec.task.name, rec.method, rec.device_kind)
+        key = (rec.team, rec.model.name, rec.model.fingerprint, rec.task.name, rec.method, rec.device_kind,
+               rec.protocol_key())
         if key not in latest or str(rec.finished or "") >= str(latest[key].finished or ""):
             latest[key] = rec
+        folders.setdefault(rec.team, set()).add(str(Path(rec.source_file or "").parent))
+    for team, where in folders.items():
+        if len(where) > 1:
+            log.warning("team %r has results in %d folders (%s); their rows are merged, the newest record of each "
+                        "variant shown", team, len(where), ", ".join(sorted(where)))
     rows: dict[tuple, Row] = {}
-    for (team, model, task, method, device), rec in latest.items():
-        row = rows.setdefault((team, model, task, method), Row(team, model, task, method))
+    for (team, model, fp, task, method, device, group), rec in latest.items():
+        row = rows.setdefault((team, model, fp, task, method, group), Row(team, model, task, method, group=group))
         setattr(row, "gpu" if device == "cuda" else "cpu", rec)
-    for row in rows.values():
-        orig = rows.get((row.team, row.model, row.task, "original"))
+    _name_homonyms(rows)
+    for (team, model, fp, task, method, group), row in rows.items():
+        orig = rows.get((team, model, fp, task, "original", group))
         if orig is not None:
             for dev in ("cpu", "gpu"):
                 mine, ref = row.on(dev), orig.on(dev)
-                if ok(mine) and ok(ref) and mine.environment.key() == ref.environment.key():
+                if ok(mine) and ok(ref) and mine.hardware_key() == ref.hardware_key():
                     row.original[dev] = ref
             if orig.any is not None and orig.any.size is not None:
                 row.original.setdefault("size", orig.any)
         row.flags = flags_of(row)
+    # number the protocol groups of each (team, model, task), oldest first; one group is group 0 and not labelled
+    groups: dict[tuple, dict[str, int]] = {}
+    for row in sorted(rows.values(), key=_first_finished):
+        seen = groups.setdefault((row.team, row.model, row.task), {})
+        row.group_index = seen.setdefault(row.group, len(seen))
+        row.groups_of_model = 0
+    for row in rows.values():
+        row.groups_of_model = len(groups[(row.team, row.model, row.task)])
     order = {"original": 0}
-    return sorted(rows.values(), key=lambda r: (r.team, r.model, r.task, order.get(r.method, 1), r.method))
+    return sorted(rows.values(), key=lambda r: (r.team, r.model, r.task, r.group_index, order.get(r.method, 1),
+                                                r.method))
+
+
+def _first_finished(row: Row) -> str:
+    return min(str(r.finished or "") for r in (row.cpu, row.gpu) if r is not None)
+
+
+def _name_homonyms(rows: dict[tuple, Row]) -> None:
+    """Two models with one name but other files: show each name with its fingerprint."""
+    fps: dict[tuple, set] = {}
+    for (team, model, fp, *_rest) in rows:
+        fps.setdefault((team, model), set()).add(fp)
+    for (team, model, fp, *_rest), row in rows.items():
+        if len(fps[(team, model)]) > 1:
+            row.model = f"{model} ({fp or 'unknown files'})"
 
 
 def flags_of(row: Row) -> list[str]:
@@ -109,9 +147,9 @@ def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_colum
     if fmt == "json":
         return json.dumps(json_rows(rows), indent=1, ensure_ascii=False)
     multi_team = len({r.team for r in rows}) > 1
+    multi_group = any(r.groups_of_model > 1 for r in rows)
     cols = _columns(extra_columns)
-    cells = [[(f"{r.model} [{r.team}]" if multi_team else r.model), r.method] + [c.cell(r) for c in cols]
-             for r in rows]
+    cells = [[_model_cell(r, multi_team, multi_group), r.method] + [c.cell(r) for c in cols] for r in rows]
     head = headers(lang, extra_columns)
     if fmt == "csv":
         buf = io.StringIO()
@@ -123,8 +161,27 @@ def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_colum
         raise SqueezebenchError(f"unknown table format {fmt!r}; use markdown, csv or json")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+    if multi_group:
+        lines += [""] + [f"- {n}" for n in group_notes(rows)]
     lines += [""] + [f"- {n}" for n in protocol_notes(rows, lang)]
     return "\n".join(lines) + "\n"
+
+
+def _model_cell(row: Row, multi_team: bool, multi_group: bool) -> str:
+    text = f"{row.model} [{row.team}]" if multi_team else row.model
+    return text + (f" (G{row.group_index + 1})" if row.groups_of_model > 1 else "")
+
+
+def group_notes(rows: list[Row]) -> list[str]:
+    """One line per comparability group: rows of different groups were measured under different protocols, data or
+    model files, and no Δ pairs across them."""
+    notes: dict[tuple, str] = {}
+    for row in rows:
+        rec, key = row.any, (row.team, row.model, row.task, row.group_index)
+        if row.groups_of_model > 1 and key not in notes and rec is not None:
+            notes[key] = f"{row.model} [{row.team}] G{row.group_index + 1}: {rec.protocol_summary()}"
+    return ["Rows of one model in different groups (G1, G2, ...) were measured under different protocols, data or "
+            "model files: Δ only within a group."] + [notes[k] for k in sorted(notes)]
 
 
 def table(directories: list[Path], fmt: str = "markdown", lang: str = "en", extra_columns: bool = False) -> str:

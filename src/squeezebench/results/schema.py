@@ -124,6 +124,7 @@ class RuntimeInfo(Section):
 class ModelInfo(Section):
     name: str
     source: dict[str, Any] = Field(default_factory=dict)
+    fingerprint: Optional[str] = None  # hash of the model's files (models.sources.fingerprint); None in old records
 
 
 class TaskInfo(Section):
@@ -135,6 +136,8 @@ class TaskInfo(Section):
 class DatasetInfo(Section):
     spec: Optional[str] = None
     options: dict[str, Any] = Field(default_factory=dict)
+    fingerprint: Optional[str] = None  # hash of the evaluated examples' content; None in old records
+    examples: Optional[int] = None  # how many examples the run used (after --limit)
 
 
 class ChainLink(Section):
@@ -180,6 +183,30 @@ class Record(Section):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def protocol_key(self) -> str:
+        """What must be equal for two records to be compared (Δ) or for one to stand in for another on resume: the
+        task and its version, the data (spec, options, content fingerprint, count), every protocol setting (threads
+        and input shape included) and the model's fingerprint. Hardware is compared separately (hardware_key)."""
+        import hashlib
+        import json
+
+        protocol = {k: v for k, v in self.protocol.dump().items() if v is not None}
+        data = {k: v for k, v in self.dataset.dump().items() if v is not None}
+        payload = [self.task.name, self.task.version, data, protocol, self.model.fingerprint]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def hardware_key(self) -> str:
+        """The machine a measurement ran on, as far as it changes the numbers (CPU/GPU model, threads used)."""
+        return self.environment.key() if self.environment is not None else ""
+
+    def protocol_summary(self) -> str:
+        """The protocol key in words, for the label of a group of rows."""
+        p, d = self.protocol.dump(), self.dataset
+        shown = ", ".join(f"{k}={p[k]}" for k in ("batch_size", "seq_len", "threads", "limit", "seed") if k in p)
+        data = f"{d.spec} ({d.examples} examples, data {d.fingerprint})" if d.fingerprint else f"{d.spec}"
+        model = f"; model files {self.model.fingerprint}" if self.model.fingerprint else ""
+        return f"{self.task.name} v{self.task.version} on {data}; {shown}{model}"
 
     @property
     def device_kind(self) -> str:

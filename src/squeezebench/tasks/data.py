@@ -23,6 +23,7 @@ from squeezebench.registry import Registry
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+FILE_FIELDS = ("image", "audio")  # example fields that hold a path to the data itself
 
 
 @dataclass
@@ -39,6 +40,21 @@ class Dataset:
         for ex in self.examples:
             h.update(str(ex.get("text", ex.get("image", ""))).encode("utf-8", "replace"))
             h.update(str(ex.get("label", "")).encode())
+        return h.hexdigest()[:16]
+
+    def content_fingerprint(self) -> str:
+        """Hash of every example's fields and of the bytes of the files they point to (images, audio): changes
+        whenever the data changes in place, so results measured on other data are never compared or resumed."""
+        h = hashlib.sha256()
+        for ex in self.examples:
+            for key in sorted(ex):
+                value = ex[key]
+                h.update(f"{key}={value}\x00".encode("utf-8", "replace"))
+                if key in FILE_FIELDS and isinstance(value, str):
+                    try:
+                        h.update(hashlib.sha256(Path(value).read_bytes()).digest())
+                    except OSError:
+                        h.update(b"<unreadable>")
         return h.hexdigest()[:16]
 
     @property
