@@ -1,4 +1,4 @@
-"""Command line: ``squeezebench run | demo | table | methods | tasks``."""
+"""Command line: ``squeezebench run | demo | table | import-table | report | methods | tasks | measures``."""
 
 from __future__ import annotations
 
@@ -68,10 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("dirs", nargs="+", type=Path)
     tab.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
     tab.add_argument("--lang", choices=["en", "ru"], default="en")
-    tab.add_argument("--update", type=Path, help="rewrite the squeezebench:table block of this README")
+    tab.add_argument("--update", type=Path, help="merge into this README: its squeezebench:table block if it has one, "
+                     "else the table with the course's header (only these results' rows are replaced or added)")
     tab.add_argument("--block", default="", help="name of the block to rewrite, for READMEs with several tables")
+    tab.add_argument("--dry-run", action="store_true", help="with --update: print the unified diff, write nothing")
     tab.add_argument("--extra-columns", action="store_true",
                      help="also show the columns of measures outside the course's table (e.g. a plug-in's)")
+
+    imp = sub.add_parser("import-table", help="import the hand-written rows of a README's course table as records "
+                         "marked 'imported, not measured by squeezebench'")
+    imp.add_argument("readme", type=Path)
+    imp.add_argument("--team", required=True, help="team recorded with the imported rows")
+    imp.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
+    imp.add_argument("--task", default="unknown", help="task the rows were measured on, when known")
+    imp.add_argument("--only", help="import only the rows whose line contains this text")
+
+    rep = sub.add_parser("report", help="one self-contained HTML file: sortable table, Pareto plots, protocols")
+    rep.add_argument("dirs", nargs="+", type=Path)
+    rep.add_argument("-o", "--output", type=Path, default=Path("report.html"))
 
     sub.add_parser("methods", help="list compression methods and their parameters")
     sub.add_parser("tasks", help="list tasks and their metrics")
@@ -91,19 +105,16 @@ def _default_devices() -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _run(config) -> int:
+    from squeezebench.progress import Progress
     from squeezebench.report.table import table
     from squeezebench.runner import Runner
 
-    runner = Runner(config, progress=_progress)
-    records = runner.run()
+    with Progress() as progress:
+        records = Runner(config, progress=progress).run()
     print()
     print(table([config.out / config.team]))
-    failed = [r for r in records if r.get("status") == "failed"]
+    failed = [r for r in records if r.status == "failed"]
     return 1 if failed and len(failed) == len(records) else 0
 
 
@@ -135,14 +146,49 @@ def cmd_demo(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from squeezebench.report.table import table, update_readme
+    from squeezebench.report import merge
+    from squeezebench.report.table import collect, table
 
-    text = table(args.dirs, args.format, args.lang, extra_columns=args.extra_columns)
-    if args.update:
-        update_readme(args.update, text, args.block)
-        print(f"updated {args.update}", file=sys.stderr)
-    else:
-        print(text, end="")
+    if args.dry_run and not args.update:
+        raise SqueezebenchError("--dry-run goes with --update README.md")
+    if not args.update:
+        print(table(args.dirs, args.format, args.lang, extra_columns=args.extra_columns), end="")
+        return 0
+    old = merge.read_text(args.update)
+    new = merge.replace_block(old, table(args.dirs, args.format, args.lang, args.extra_columns), args.block)
+    if new is None:  # no squeezebench markers: merge into the course's table, found by its header
+        if args.format != "markdown" or args.extra_columns or args.block:
+            raise SqueezebenchError(f"{args.update} has no squeezebench:table{' ' + args.block if args.block else ''} "
+                                    "block; merging into its table takes markdown without --extra-columns")
+        rows = collect(args.dirs)
+        if not rows:
+            raise SqueezebenchError(f"no results found in {', '.join(map(str, args.dirs))}; run `squeezebench run` first")
+        new = merge.merge(old, rows)
+    if args.dry_run:
+        print(merge.diff(args.update, old, new), end="")
+        return 0
+    if new != old:
+        merge.write_atomic(args.update, new)
+    print(f"updated {args.update}" if new != old else f"{args.update} already up to date", file=sys.stderr)
+    return 0
+
+
+def cmd_import_table(args) -> int:
+    from squeezebench.report.imports import import_table, write_imported
+
+    records = import_table(args.readme, args.team, args.task, args.only)
+    path = write_imported(records, args.out, args.team, "squeezebench " + shlex.join(sys.argv[1:]))
+    parsed = sum(1 for r in records for c in r.imported.cells.values() if c.value is not None)
+    print(f"imported {len(records)} rows ({parsed} cells read as numbers, the rest kept as text) into {path}; "
+          "they are marked 'imported, not measured by squeezebench'", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from squeezebench.report.html import write_report
+
+    path = write_report(args.dirs, args.output)
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -183,8 +229,8 @@ def cmd_measures(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "table": cmd_table, "methods": cmd_methods, "tasks": cmd_tasks,
-            "measures": cmd_measures}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "table": cmd_table, "import-table": cmd_import_table,
+            "report": cmd_report, "methods": cmd_methods, "tasks": cmd_tasks, "measures": cmd_measures}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

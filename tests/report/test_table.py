@@ -6,7 +6,7 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.report.table import headers, table, update_readme
 
 JSON_KEYS = ["team", "model", "task", "method", "weights_size_mb", "cpu_ms", "gpu_ms", "ram_mb", "vram_mb",
-             "quality_metric", "quality_value", "flags"]
+             "quality_metric", "quality_value", "quality_higher_is_better", "flags"]
 from squeezebench.results.store import RunFile
 
 ENV = {"hostname": "h", "cpu": "cpu-x", "torch_threads": 2, "torch": "2.13", "transformers": "5"}

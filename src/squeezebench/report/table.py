@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import logging
-import re
 from pathlib import Path
 
 from squeezebench.errors import SqueezebenchError
@@ -44,7 +43,7 @@ def collect(directories: list[Path]) -> list[Row]:
     folders: dict[str, set[str]] = {}
     for rec in iter_records([Path(d) for d in directories]):
         key = (rec.team, rec.model.name, rec.model.fingerprint, rec.task.name, rec.method, rec.device_kind,
-               rec.protocol_key())
+               _group_of(rec))
         if key not in latest or str(rec.finished or "") >= str(latest[key].finished or ""):
             latest[key] = rec
         folders.setdefault(rec.team, set()).add(str(Path(rec.source_file or "").parent))
@@ -67,6 +66,8 @@ def collect(directories: list[Path]) -> list[Row]:
             if orig.any is not None and orig.any.size is not None:
                 row.original.setdefault("size", orig.any)
         row.flags = flags_of(row)
+        if orig is not None:
+            row.flags += _other_hardware(row, orig)
     # number the protocol groups of each (team, model, task), oldest first; one group is group 0 and not labelled
     groups: dict[tuple, dict[str, int]] = {}
     for row in sorted(rows.values(), key=_first_finished):
@@ -78,6 +79,13 @@ def collect(directories: list[Path]) -> list[Row]:
     order = {"original": 0}
     return sorted(rows.values(), key=lambda r: (r.team, r.model, r.task, r.group_index, order.get(r.method, 1),
                                                 r.method))
+
+
+def _group_of(rec: Record) -> str:
+    """The comparability key; every imported (hand-written) row is a group of its own: its protocol is unknown."""
+    if rec.imported is not None:
+        return f"imported:{rec.imported.source}:{rec.imported.line}"
+    return rec.protocol_key()
 
 
 def _first_finished(row: Row) -> str:
@@ -94,7 +102,25 @@ def _name_homonyms(rows: dict[tuple, Row]) -> None:
             row.model = f"{model} ({fp or 'unknown files'})"
 
 
+def _other_hardware(row: Row, orig: Row) -> list[str]:
+    """A row of the original's group whose record ran on other hardware (CPU/GPU model, threads) gets no Δ: say so."""
+    out = []
+    for dev in ("cpu", "gpu"):
+        mine, ref = row.on(dev), orig.on(dev)
+        if not row.is_original and ok(mine) and ok(ref) and mine.hardware_key() != ref.hardware_key():
+            out.append(f"other hardware than the original on {dev.upper()}: no Δ")
+    return out
+
+
+def imported(row: Row):
+    """The row's imported section when it was typed by hand elsewhere (import-table), else None."""
+    rec = row.any
+    return rec.imported if rec is not None and rec.status == "imported" else None
+
+
 def flags_of(row: Row) -> list[str]:
+    if imported(row) is not None:
+        return [imported(row).note]
     flags: list[str] = []
     for measure in sorted((m for _, m in MEASURES.items()), key=lambda m: m.flag_order):
         flags.extend(measure.flags(row))
@@ -127,18 +153,40 @@ def protocol_notes(rows: list[Row], lang: str = "en") -> list[str]:
 
 
 def json_rows(rows: list[Row]) -> list[dict]:
-    """The rows as plain values (the keys of ``table --format json``; every measure column's value)."""
+    """The rows as plain values (the keys of ``table --format json``; every measure column's value). An imported row
+    gives the numbers read from its cells (None where a cell held no unambiguous number)."""
     out = []
     for r in rows:
         item = {"team": r.team, "model": r.model, "task": r.task, "method": r.method}
+        imp = imported(r)
         for col in all_columns():
-            item[col.key] = col.value(r)
+            if imp is None:
+                item[col.key] = col.value(r)
+            else:
+                item[col.key] = imp.cells[col.key].value if col.key in imp.cells else None
         rec = r.any
+        metric = rec.quality.primary_value if ok(rec) else None
         item["quality_metric"] = rec.quality.primary if ok(rec) else None
         item["quality_value"] = item.pop("quality")
+        item["quality_higher_is_better"] = metric.higher_is_better if metric is not None else None
+        if imp is not None and "quality" in imp.cells:
+            item["quality_metric"] = imp.cells["quality"].metric
+            item["quality_higher_is_better"] = imp.cells["quality"].higher_is_better
         item["flags"] = r.flags
         out.append(item)
     return out
+
+
+def row_cells(row: Row, cols, multi_team: bool) -> list[str]:
+    """A row's cells as text: the measures' cells, or an imported row's cells as they were written."""
+    imp = imported(row)
+    if imp is None:
+        return [_model_cell(row, multi_team, False), row.method] + [c.cell(row) for c in cols]
+    cells = [imp.cells[c.key].text if c.key in imp.cells else "" for c in cols]
+    for i, c in enumerate(cols):
+        if c.key == "quality":  # the flags' column, as for measured rows
+            cells[i] = (cells[i] + " " if cells[i] else "") + f"⚠ {imp.note}"
+    return [_model_cell(row, multi_team, False), row.method] + cells
 
 
 def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_columns: bool = False) -> str:
@@ -149,7 +197,7 @@ def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_colum
     multi_team = len({r.team for r in rows}) > 1
     multi_group = any(r.groups_of_model > 1 for r in rows)
     cols = _columns(extra_columns)
-    cells = [[_model_cell(r, multi_team, multi_group), r.method] + [c.cell(r) for c in cols] for r in rows]
+    cells = [row_cells(r, cols, multi_team) for r in rows]
     head = headers(lang, extra_columns)
     if fmt == "csv":
         buf = io.StringIO()
@@ -179,7 +227,9 @@ def group_notes(rows: list[Row]) -> list[str]:
     for row in rows:
         rec, key = row.any, (row.team, row.model, row.task, row.group_index)
         if row.groups_of_model > 1 and key not in notes and rec is not None:
-            notes[key] = f"{row.model} [{row.team}] G{row.group_index + 1}: {rec.protocol_summary()}"
+            what = (f"{rec.imported.note} (from {rec.imported.source}, line {rec.imported.line}); protocol unknown"
+                    if rec.imported is not None else rec.protocol_summary())
+            notes[key] = f"{row.model} [{row.team}] G{row.group_index + 1}: {what}"
     return ["Rows of one model in different groups (G1, G2, ...) were measured under different protocols, data or "
             "model files: Δ only within a group."] + [notes[k] for k in sorted(notes)]
 
@@ -192,13 +242,12 @@ def table(directories: list[Path], fmt: str = "markdown", lang: str = "en", extr
 
 
 def update_readme(path: Path, text: str, block: str = "") -> None:
-    """Replace the block between ``<!-- squeezebench:table[ NAME] -->`` and its end marker in ``path``."""
-    if not path.is_file():
-        raise SqueezebenchError(f"{path} does not exist; pass the README to update")
-    begin = BEGIN if not block else BEGIN.replace(" -->", f" {block} -->")
-    end = END if not block else END.replace(" -->", f" {block} -->")
-    content = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(content):
+    """Replace the block between ``<!-- squeezebench:table[ NAME] -->`` and its end marker in ``path`` (atomically)."""
+    from squeezebench.report.merge import read_text, replace_block, write_atomic
+
+    new = replace_block(read_text(path), text, block)
+    if new is None:
+        begin = BEGIN if not block else BEGIN.replace(" -->", f" {block} -->")
+        end = END if not block else END.replace(" -->", f" {block} -->")
         raise SqueezebenchError(f"{path} has no {begin} ... {end} block; add the two markers where the table goes")
-    path.write_text(pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", content, count=1), encoding="utf-8")
+    write_atomic(path, new)

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["ok", "skipped", "failed", "pending"]
+Status = Literal["ok", "skipped", "failed", "pending", "imported"]
 
 
 class Section(BaseModel):
@@ -154,8 +154,36 @@ class ProtocolInfo(Section):
     threads: Optional[int] = None
 
 
+IMPORTED_NOTE = "imported, not measured by squeezebench"
+
+
+class ImportedCell(Section):
+    """One cell of a hand-written table row, as written, and the number read from it where that was unambiguous.
+
+    ``value`` is in the column's unit (``unit``: "MB", "ms", or the metric's own); the unit as written and any
+    parenthesised remark (e.g. "Tesla T4") are kept, so nothing the other team wrote is lost or reinterpreted."""
+
+    text: str
+    value: Optional[float] = None
+    unit: Optional[str] = None
+    written_unit: Optional[str] = None
+    remark: Optional[str] = None
+    metric: Optional[str] = None  # the quality column: the metric named in the cell (accuracy, perplexity, bleu)
+    higher_is_better: Optional[bool] = None
+
+
+class Imported(Section):
+    """A row imported from someone's table (``squeezebench import-table``): numbers typed by a person, never measured
+    here. Its record has ``status = "imported"``: never ``ok``, so no Δ, flag or Pareto front is computed against it."""
+
+    note: str = IMPORTED_NOTE
+    source: Optional[str] = None  # the file it was read from
+    line: Optional[int] = None  # 1-based line in that file
+    cells: dict[str, ImportedCell] = Field(default_factory=dict)  # by column key (weights_size_mb, cpu_ms, ...)
+
+
 class Record(Section):
-    """One variant (model, method chain, device) as measured."""
+    """One variant (model, method chain, device) as measured (or, with ``imported``, as typed by someone else)."""
 
     key: Optional[str] = None
     team: str = "local"
@@ -177,6 +205,7 @@ class Record(Section):
     quality: Optional[Quality] = None
     runtime: Optional[RuntimeInfo] = None
     environment: Optional[Environment] = None
+    imported: Optional[Imported] = None  # set only on rows imported from a hand-written table
     finished: Optional[str] = None
     source_file: Optional[str] = Field(default=None, exclude=True)  # where it was read from; never written
 

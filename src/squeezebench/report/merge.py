@@ -1,0 +1,211 @@
+"""Merge one team's rows into a markdown table that others own (the course's shared README).
+
+The table is found by its header (English, Russian, or the course's own header: cells compared without spaces and
+alignment colons). Rows written by squeezebench carry an invisible marker in their first cell,
+``<!-- sb:team=T;model=M;method=X;devices=cpu+gpu;group=K -->`` (values URL-quoted; ``group`` is the protocol key,
+so rows of two protocols stay two rows). An update replaces the rows whose marker matches one of the rows being
+written, in place; appends the others after this team's last row (or at the end of the table) in the table's order;
+and leaves every other line as it was, byte for byte: other teams' hand-written rows are never parsed, reformatted or
+removed. Each team's protocol lines go in a ``<!-- sb:notes team=T -->`` block right after the table (replaced on the
+next update). A README with ``<!-- squeezebench:table -->`` markers keeps the older behaviour: the block between the
+markers is rewritten whole. Files are written atomically (a temporary file, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+from urllib.parse import quote, unquote
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.measures import Row
+from squeezebench.report.table import (BEGIN, END, LANGS, _columns, group_notes, headers, imported, protocol_notes,
+                                       row_cells)
+
+MARK = re.compile(r"<!-- sb:([^>]*?) -->\s*")
+IDENTITY = ("team", "model", "method", "devices", "group")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A table in a file's lines: its language, header line index and the index one past its last row."""
+
+    lang: str
+    header: int
+    end: int
+
+
+def split_cells(line: str) -> list[str]:
+    """The cells of a markdown table line (outer pipes dropped, ``\\|`` kept inside a cell), stripped."""
+    text = line.strip()
+    if text.startswith("|"):
+        text = text[1:]
+    if text.endswith("|") and not text.endswith("\\|"):
+        text = text[:-1]
+    return [c.strip() for c in re.split(r"(?<!\\)\|", text)]
+
+
+def _norm(cell: str) -> str:
+    return re.sub(r"\s+", "", cell).casefold()
+
+
+def _is_separator(line: str, n: int) -> bool:
+    cells = split_cells(line)
+    return len(cells) == n and all(re.fullmatch(r":?-+:?", c.replace(" ", "")) for c in cells)
+
+
+def find_table(lines: list[str]) -> Optional[Found]:
+    """The first table whose header is squeezebench's course header in one of LANGS."""
+    wanted = {lang: [_norm(h) for h in headers(lang)] for lang in LANGS}
+    for i, line in enumerate(lines[:-1]):
+        if not line.lstrip().startswith("|"):
+            continue
+        cells = [_norm(c) for c in split_cells(line)]
+        for lang, head in wanted.items():
+            if cells == head and _is_separator(lines[i + 1], len(head)):
+                end = i + 2
+                while end < len(lines) and lines[end].lstrip().startswith("|"):
+                    end += 1
+                return Found(lang, i, end)
+    return None
+
+
+def identity(row: Row) -> dict[str, str]:
+    devices = "+".join(d for d in ("cpu", "gpu") if row.on(d) is not None)
+    return {"team": row.team, "model": row.model, "method": row.method, "devices": devices, "group": row.group}
+
+
+def marker(ident: dict[str, str]) -> str:
+    return "<!-- sb:" + ";".join(f"{k}={quote(ident[k], safe='')}" for k in IDENTITY) + " -->"
+
+
+def parse_marker(line: str) -> Optional[dict[str, str]]:
+    """The identity in a row's marker, or None for a row squeezebench did not write."""
+    if not line.lstrip().startswith("|"):
+        return None
+    cells = split_cells(line)
+    m = MARK.match(cells[0]) if cells else None
+    if m is None:
+        return None
+    pairs = (p.split("=", 1) for p in m.group(1).split(";") if "=" in p)
+    return {k: unquote(v) for k, v in pairs}
+
+
+def _key(ident: dict[str, str]) -> tuple:
+    return tuple(ident.get(k, "") for k in IDENTITY)
+
+
+def row_line(row: Row, lang: str) -> str:
+    cells = row_cells(row, _columns(False), multi_team=True)
+    cells[0] = marker(identity(row)) + " " + cells[0]
+    return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+
+
+def notes_block(team: str, rows: list[Row], lang: str) -> list[str]:
+    ident = f"team={quote(team, safe='')}"
+    body = group_notes(rows) if any(r.groups_of_model > 1 for r in rows) else []
+    body += protocol_notes(rows, lang)
+    return [f"<!-- sb:notes {ident} -->"] + [f"- {n}" for n in body] + [f"<!-- /sb:notes {ident} -->"]
+
+
+def merge(content: str, rows: list[Row]) -> str:
+    """``content`` with ``rows`` merged into its course table (see the module docstring). Imported rows (typed by
+    hand elsewhere) are never written back."""
+    rows = [r for r in rows if imported(r) is None]
+    if not rows:
+        raise SqueezebenchError("no measured rows to merge (imported rows are not written back); run squeezebench first")
+    lines = content.splitlines(keepends=True)
+    found = find_table([l.rstrip("\r\n") for l in lines])
+    if found is None:
+        raise SqueezebenchError(
+            "no table with squeezebench's header (en or ru, e.g. `| Модель | Метод | Размер весов | ... |`) and no "
+            f"{BEGIN} markers; add the header line (see `squeezebench table --lang ru`) or the markers")
+    nl = "\r\n" if lines[found.header].endswith("\r\n") else "\n"
+    new = {_key(identity(r)): row_line(r, found.lang) + nl for r in rows}
+    teams = sorted({r.team for r in rows})
+    out = lines[:found.header + 2]
+    last_of_team = None
+    for line in lines[found.header + 2:found.end]:
+        ident = parse_marker(line)
+        key = _key(ident) if ident else None
+        if key in new:
+            out.append(new.pop(key))
+        else:
+            out.append(line if line.endswith(("\n", "\r")) else line + nl)
+        if ident and ident.get("team") in teams:
+            last_of_team = len(out)
+    at = last_of_team if last_of_team is not None else len(out)
+    out[at:at] = list(new.values())  # dicts keep the rows' order: new rows appended in the table's order
+    text = "".join(out) + "".join(lines[found.end:])
+    return _put_notes(text, teams, rows, found.lang, nl)
+
+
+def _put_notes(text: str, teams: list[str], rows: list[Row], lang: str, nl: str) -> str:
+    """Replace each team's notes block, or insert it after the table (after a blank line)."""
+    for team in teams:
+        block = nl.join(notes_block(team, [r for r in rows if r.team == team], lang))
+        ident = re.escape(f"team={quote(team, safe='')}")
+        pattern = re.compile(rf"<!-- sb:notes {ident} -->.*?<!-- /sb:notes {ident} -->", re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text, count=1)
+            continue
+        lines = text.splitlines(keepends=True)
+        end = find_table([l.rstrip("\r\n") for l in lines]).end
+        while True:  # after the notes blocks of teams merged before, in the order they came
+            j = end
+            while j < len(lines) and lines[j].strip() == "":
+                j += 1
+            if j >= len(lines) or not lines[j].startswith("<!-- sb:notes "):
+                break
+            end = next((i for i in range(j, len(lines)) if lines[i].startswith("<!-- /sb:notes ")), j) + 1
+        if end and not lines[end - 1].endswith(("\n", "\r")):
+            lines[end - 1] += nl
+        lines[end:end] = [nl, block + nl]
+        text = "".join(lines)
+    return text
+
+
+def replace_block(content: str, text: str, block: str = "") -> Optional[str]:
+    """The older path: ``content`` with the ``<!-- squeezebench:table[ NAME] -->`` block rewritten, or None when the
+    file has no such block."""
+    begin = BEGIN if not block else BEGIN.replace(" -->", f" {block} -->")
+    end = END if not block else END.replace(" -->", f" {block} -->")
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(content):
+        return None
+    return pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", content, count=1)
+
+
+def diff(path: Path, old: str, new: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                        fromfile=f"a/{path}", tofile=f"b/{path}"))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` next to ``path`` and rename it over ``path`` (readers never see half a file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_text(path: Path) -> str:
+    if not path.is_file():
+        raise SqueezebenchError(f"{path} does not exist; pass the README to update")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise SqueezebenchError(f"{path} is not UTF-8 text; save it as UTF-8 first") from None
