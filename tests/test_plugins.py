@@ -87,7 +87,8 @@ class CpuTimeMeasure(Measure):
     section = CpuTime
     order = 25  # after latency, before quality
     columns = (Column("cpu_s", {"en": "CPU time (s)", "ru": "Время CPU (s)"}, "s", _cpu_cell,
-                      lambda row: row.any.section("cpu_time", CpuTime).cpu_s if row.any and row.any.ok else None),)
+                      lambda row: getattr(row.any.section("cpu_time", CpuTime) if row.any and row.any.ok else None,
+                                          "cpu_s", None)),)
 
     def begin(self, session: MeasureSession) -> None:
         session.scratch["cpu0"] = _cpu_seconds()

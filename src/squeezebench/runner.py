@@ -28,6 +28,7 @@ from squeezebench.measures.memory import peak_rss_mb
 from squeezebench.methods import METHODS, chain_spec, parse_chain
 from squeezebench.models.sources import check_available, fingerprint, source_of
 from squeezebench.plugins import load_plugins
+from squeezebench.progress import Step
 from squeezebench.protocol import Protocol
 from squeezebench.results import Record, RunFile, iter_records
 from squeezebench.tasks import TASKS
@@ -193,13 +194,14 @@ class Runner:
                 label = f"[{i}/{total}] {source['name']} · {method} · {device}"
                 key = self._key(variant, method, device)
                 if key in done:
-                    self.progress(f"{label}: already measured ({done[key].status}), skipped (use --force to redo)")
+                    self.progress(Step(f"{label}: already measured ({done[key].status}), skipped (use --force to redo)",
+                                       i, total, "done"))
                     self.records.append(done[key])
                     continue
                 record = self._base_record(variant, device, key)
                 log_path = self.out / "logs" / f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log"
                 if build is None:
-                    self.progress(f"{label}: building the variant (load, compress, save)...")
+                    self.progress(Step(f"{label}: building the variant (load, compress, save)...", i, total, "build"))
                     job = self._job(variant, _build_device(variant), artifact_dir, reference)
                     build, acct = self._spawn("build", job, log_path)
                     build["os"] = acct
@@ -209,7 +211,7 @@ class Runner:
                 elif build["status"] != "ok":
                     record.status, record.reason, record.error = build["status"], build.get("reason"), build.get("error")
                 else:
-                    self.progress(f"{label}: measuring (latency, memory, quality)...")
+                    self.progress(Step(f"{label}: measuring (latency, memory, quality)...", i, total, "measure"))
                     result, acct = self._spawn("measure", self._job(variant, device, artifact_dir, reference), log_path)
                     for name, value in result.items():
                         record.set_section(name, value)
@@ -222,7 +224,7 @@ class Runner:
                     run_file = RunFile(run_path, self._header(started))
                 run_file.add(record)
                 self.records.append(record)
-                self.progress(f"{label}: {_summary(record)}")
+                self.progress(Step(f"{label}: {_summary(record)}", i, total, "done"))
         return self.records
 
     def _header(self, started: datetime) -> dict[str, Any]:
