@@ -109,9 +109,9 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
     import torch
 
+    from squeezebench import references
     from squeezebench.measures import memory
     from squeezebench.measures.environment import environment
     from squeezebench.measures.latency import measure_latency
@@ -155,20 +155,22 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
                            "scope": "peak during artifact load and timed inference, minus RSS after imports"}
     if device.startswith("cuda"):
         mem["vram"] = memory.cuda_memory(torch.device(device).index or 0)
-    reference = None
+    reference, reference_problem = None, None
     ref_path = Path(job["reference_path"])
-    if not job["is_original"] and ref_path.is_file():
-        reference = dict(np.load(ref_path))
+    if not job["is_original"]:
+        reference, reference_problem = references.load(ref_path)
     t0 = time.perf_counter()
     with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
         result = task.evaluate(executable, bundle, data, protocol, reference)
     eval_s = time.perf_counter() - t0
     mem["process_peak_rss_mb"] = memory.peak_rss_mb()  # whole process, quality evaluation included
-    if job["is_original"] and device == "cpu" and result.reference is not None:
-        ref_path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(ref_path, **{k: np.asarray(v) for k, v in result.reference.items()})
     quality = {"primary": task.primary_metric, "metrics": result.metrics, "flags": result.flags,
                "protocol": result.protocol, "task_version": task.version, "eval_s": eval_s}
+    if reference_problem:
+        quality["flags"] = quality["flags"] + [reference_problem]
+    if job["is_original"] and device == "cpu" and result.reference is not None:
+        references.save(ref_path, result.reference)
+        quality["reference_file"] = str(ref_path)
     info = dict(executable.info)
     info["first_call_ms"] = latency.get("first_call_ms")
     return {"status": "ok", "load_artifact_s": load_s, "input_shapes": shapes, "latency": latency,
