@@ -76,3 +76,58 @@ def separable_rows(n_classes: int, per_class: int = 20, seed: int = 0) -> list[t
             rows.append((f"{['cat', 'dog', 'bird', 'fish'][c]} {['cat', 'dog', 'bird', 'fish'][c]} {filler}",
                          f"class{c}"))
     return rows
+
+
+# --- models for the reliability suite (tests/reliability): they talk to the test through files -----------------
+def _phase(pretrained: bool) -> str:
+    return "build" if pretrained else "measure"  # the measure phase rebuilds the skeleton with pretrained=False
+
+
+def _stalling(name: str, stall: str, pretrained: bool) -> ModelBundle:
+    """tiny_cnn that writes ``NAME-PHASE.pid`` into $SQUEEZEBENCH_TEST_DIR and, in phase ``stall``, waits (up to
+    120 s) until the test creates ``NAME-release`` there: the test can kill or corrupt things at that point."""
+    import os
+    import time
+    from pathlib import Path
+
+    where = Path(os.environ["SQUEEZEBENCH_TEST_DIR"])
+    phase = _phase(pretrained)
+    (where / f"{name}-{phase}.pid").write_text(str(os.getpid()))
+    if phase == stall:
+        deadline = time.monotonic() + 120
+        while not (where / f"{name}-release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return tiny_cnn(pretrained)
+
+
+def stall_build(pretrained: bool = True) -> ModelBundle:
+    return _stalling("stall_build", "build", pretrained)
+
+
+def stall_measure(pretrained: bool = True) -> ModelBundle:
+    return _stalling("stall_measure", "measure", pretrained)
+
+
+def memory_hog(pretrained: bool = True) -> ModelBundle:
+    """Asks for 64 GB at build time: under SQUEEZEBENCH_WORKER_RLIMIT_AS_MB this fails at once (MemoryError)."""
+    if pretrained:
+        bytearray(64 * 1024 ** 3)
+    return tiny_cnn(pretrained)
+
+
+def memory_hog_killed(pretrained: bool = True) -> ModelBundle:
+    """As memory_hog, then dies by SIGKILL the way the kernel's OOM killer ends a process (no result written)."""
+    import os
+    import signal
+    import traceback
+
+    try:
+        return memory_hog(pretrained)
+    except MemoryError:
+        traceback.print_exc()
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise

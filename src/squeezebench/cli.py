@@ -204,6 +204,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SqueezebenchError as exc:
         print(f"squeezebench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk while saving a record: say which file, keep what was written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"squeezebench: error: {exc.strerror or exc}{where}; results recorded so far are kept", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or isolation.Stopped (SIGTERM/SIGHUP while a worker ran)
         why = str(exc) or "interrupted"
         print(f"squeezebench: {why}; results recorded so far are kept", file=sys.stderr)

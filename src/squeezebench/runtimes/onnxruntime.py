@@ -276,6 +276,7 @@ def build_onnx_input(job: dict[str, Any], task, chain: list) -> dict[str, Any]:
     if missing:
         raise SqueezebenchError(f"running an ONNX model {missing}")
     src = Path(source["path"])
+    sources = weight_files_of(src)  # refuses external data outside the model's folder before anything is read
     t0 = time.perf_counter()
     bundle = ModelBundle(module=None, source=source)
     if "input_ids" in task.input_names:
@@ -286,7 +287,6 @@ def build_onnx_input(job: dict[str, Any], task, chain: list) -> dict[str, Any]:
         task.attach_preprocessing(bundle, where, {})
     else:
         task.attach_preprocessing(bundle, str(src.parent), {})
-    sources = weight_files_of(src)  # refuses external data outside the model's folder before anything is written
     directory = Path(job["artifact_dir"])
     directory.mkdir(parents=True, exist_ok=True)
     weight_files = []
