@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import calibration_count, ExportResult, MethodConfig, MethodContext, register_export
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, ExportResult, MethodConfig, MethodContext, register_export
 from squeezebench.runtimes.onnxruntime import (DEFAULT_OPT_LEVEL, MODEL_FILE, NUMPY_TYPES, check_device,
                                                open_session, optimized_graph_summary, weight_files_of)
 
@@ -37,6 +37,7 @@ class OnnxConfig(MethodConfig):
     """fp32 ONNX graph run by ONNX Runtime."""
 
     name: ClassVar[str] = "onnx"
+    bounds: ClassVar[dict[str, Range]] = {"opset": Range(lo=7)}
     opset: int = 17
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
 
@@ -55,6 +56,7 @@ class OnnxInt8StaticConfig(OnnxConfig):
     """ONNX export + ``quantize_static`` (QDQ): int8 weights and activations, ranges from calibration data."""
 
     name: ClassVar[str] = "onnx-int8-static"
+    bounds: ClassVar[dict[str, Range]] = {"calibration_samples": POSITIVE}
     calibration_samples: Optional[int] = None  # default: --calibration-samples
     calibrate: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import calibration_count, ExportResult, MethodConfig, MethodContext, register_export
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, ExportResult, MethodConfig, MethodContext, register_export
 from squeezebench.runtimes.openvino import BIN_FILE, INSTALL_HINT, XML_FILE, missing_openvino
 from squeezebench.runtimes.pytorch import module_dtype
 
@@ -39,6 +39,7 @@ class OpenVinoInt8Config(MethodConfig):
     'transformer' (NNCF keeps softmax/layer-norm paths in float) when the model has attention layers."""
 
     name: ClassVar[str] = "openvino-int8"
+    bounds: ClassVar[dict[str, Range]] = {"samples": POSITIVE}
     samples: Optional[int] = None
     model_type: Literal["auto", "transformer", "cnn"] = "auto"
     preset: Literal["auto", "performance", "mixed"] = "auto"

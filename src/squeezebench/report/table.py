@@ -13,6 +13,7 @@ import logging
 import re
 from pathlib import Path
 
+from squeezebench.atomic import atomic_write_text
 from squeezebench.errors import SqueezebenchError
 from squeezebench.measures import MEASURES, Row
 from squeezebench.measures.base import all_columns, ok
@@ -201,4 +202,4 @@ def update_readme(path: Path, text: str, block: str = "") -> None:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(content):
         raise SqueezebenchError(f"{path} has no {begin} ... {end} block; add the two markers where the table goes")
-    path.write_text(pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", content, count=1), encoding="utf-8")
+    atomic_write_text(path, pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", content, count=1))
