@@ -158,6 +158,9 @@ def whisper_generation_plan(model: nn.Module) -> dict[str, Any]:
             "begin_suppress_tokens": _token_list(gc.begin_suppress_tokens),
             "eos_token_ids": eos, "pad_token_id": int(pad if pad is not None else eos[0]),
             "max_target_positions": int(model.config.max_target_positions),
+            # generate() cuts rows at pairs of timestamp tokens even without timestamps (its segment logic)
+            "timestamp_begin": (int(gc.no_timestamps_token_id) + 1 if getattr(gc, "no_timestamps_token_id", None)
+                                is not None else None),
             "decoder_layers": len(model.get_decoder().layers)}
 
 

@@ -121,7 +121,8 @@ def greedy_generate(run, plan: dict[str, Any], encoder_feeds: dict[str, np.ndarr
 
 def _trim_like_whisper(tokens: list[np.ndarray], batch: int, plan: dict[str, Any]) -> np.ndarray:
     """What Whisper's generate does to each row before returning it: drop the padding (all pad ids, one kept
-    when pad == eos), then one final eos; rows are right-padded with the pad id to the longest."""
+    when pad == eos), then one final eos, then what follows the last pair of timestamp tokens (its segment
+    logic); rows are right-padded with the pad id to the longest."""
     pad, eos = plan["pad_token_id"], plan["eos_token_ids"][0]
     rows = []
     for row in (np.stack(tokens, axis=1) if tokens else np.zeros((batch, 0), dtype=np.int64)):
@@ -130,6 +131,18 @@ def _trim_like_whisper(tokens: list[np.ndarray], batch: int, plan: dict[str, Any
             row = row[:len(row) - n] if n else row
         if len(row) and row[-1] == eos:
             row = row[:-1]
-        rows.append(row)
+        rows.append(_cut_at_timestamp_pairs(row, plan.get("timestamp_begin")))
     width = max((len(r) for r in rows), default=0)
     return np.stack([np.pad(r, (0, width - len(r)), constant_values=pad) for r in rows]).astype(np.int64)
+
+
+def _cut_at_timestamp_pairs(row: np.ndarray, timestamp_begin: Optional[int]) -> np.ndarray:
+    """HF Whisper's ``_retrieve_segment`` on a row: two timestamp tokens in a row close a segment, and the tokens
+    after the last such pair are dropped unless the row ends on a single timestamp."""
+    if timestamp_begin is None or len(row) < 2:
+        return row
+    ts = row >= timestamp_begin
+    pairs = [i + 1 for i in range(len(row) - 1) if ts[i] and ts[i + 1]]
+    if not pairs or (not ts[-2] and ts[-1]):
+        return row
+    return row[:pairs[-1] + 1]
