@@ -18,6 +18,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
+from squeezebench.runtimes.graphs import GraphsExecutable, is_multi_graph
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +150,44 @@ class OrtExecutable(Executable):
         return torch.from_numpy(np.ascontiguousarray(output)).float()
 
 
+class OrtGraphsExecutable(GraphsExecutable):
+    """One InferenceSession per graph (encoder, decoder, ...); feeds cast to the types each graph declares."""
+
+    def __init__(self, sessions: dict[str, Any], manifest: dict[str, Any], info: dict[str, Any]):
+        self.sessions = sessions
+        self.types = {n: {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in s.get_inputs()}
+                      for n, s in sessions.items()}
+        super().__init__(manifest, info)
+
+    def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        types = self.types[name]
+        out = self.sessions[name].run(None, {k: np.asarray(feeds[k]).astype(t, copy=False) for k, t in types.items()})
+        return dict(zip(self.graphs[name]["outputs"], out))
+
+
+def _load_graphs(directory: Path, manifest: dict[str, Any], device: str, n_threads: int, opt_level: str,
+                 info: dict[str, Any]) -> OrtGraphsExecutable:
+    sessions = {name: open_session(directory / g["file"], n_threads, device, opt_level)
+                for name, g in manifest["graphs"].items()}
+    first = next(iter(sessions.values()))
+    info.update(providers=first.get_providers(),
+                graph_inputs={n: [i.name for i in s.get_inputs()] for n, s in sessions.items()})
+    if device.startswith("cuda"):
+        info["timed_call"] = "numpy inputs copied to the GPU and outputs back at every graph call"
+    return OrtGraphsExecutable(sessions, manifest, info)
+
+
 def load_onnxruntime(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
     import onnxruntime as ort
 
     bundle = bundle_for_runtime(directory, manifest, task)
     opt_level = manifest.get("ort_graph_optimization_level", DEFAULT_OPT_LEVEL)
     n_threads = int(threads or torch.get_num_threads())
+    if is_multi_graph(manifest):
+        info = {"name": "onnxruntime", "version": ort.__version__, "device": device, "threads": n_threads,
+                "threads_from": "--threads" if threads else "torch.get_num_threads()",
+                "graph_optimization_level": opt_level, "execution_mode": "sequential"}
+        return bundle, _load_graphs(Path(directory), manifest, device, n_threads, opt_level, info)
     session = open_session(directory / manifest.get("onnx_file", MODEL_FILE), n_threads, device, opt_level)
     out = session.get_outputs()[0]
     pool = task.output_kind == "embedding" and len(out.shape or []) == 3
