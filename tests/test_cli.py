@@ -57,3 +57,44 @@ def test_lists(capsys):
     out = capsys.readouterr().out
     for t in ("sentence-embedding", "text-classification", "causal-lm", "image-classification", "perplexity"):
         assert t in out
+
+
+@pytest.mark.parametrize("statuses, code", [(["ok", "skipped"], 0), (["ok", "failed", "ok"], 1), (["failed"], 1)])
+def test_exit_code_is_1_when_any_variant_failed(monkeypatch, tmp_path, capsys, statuses, code):
+    import squeezebench.report.table as table
+    import squeezebench.runner as runner
+    from squeezebench.cli import _run
+
+    class FakeRunner:
+        def __init__(self, config, progress):
+            pass
+
+        def run(self):
+            from squeezebench.results import Record
+
+            return [Record.model_validate({"model": {"name": "m"}, "task": {"name": "t"}, "method": "original",
+                                           "status": s}) for s in statuses]
+
+    monkeypatch.setattr(runner, "Runner", FakeRunner)
+    monkeypatch.setattr(table, "table", lambda dirs: "TABLE")
+    assert _run(runner.RunConfig(models=["m"], task="t", out=tmp_path)) == code
+    assert "TABLE" in capsys.readouterr().out  # printed whatever the outcome
+
+
+@pytest.mark.parametrize("team", [".", "..", "a/b"])
+def test_team_that_is_not_a_plain_name(capsys, tmp_path, team):
+    argv = ["run", "--model", "offline:all-minilm-l6-v2", "--task", "sentence-embedding", "--team", team,
+            "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "--team must be a plain name" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_is_a_file_fails_before_any_build(capsys, tmp_path, image_dir):
+    (tmp_path / "r").write_text("not a folder")
+    argv = ["run", "--model", "python:tests.helpers_models:tiny_cnn", "--task", "image-classification",
+            "--dataset", f"image-dir:{image_dir}", "--out", str(tmp_path / "r"), "--devices", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("squeezebench: error: --out") and "is a file, not a folder" in err[-1]
+    assert not any("building" in line for line in err)

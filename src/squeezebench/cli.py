@@ -114,8 +114,8 @@ def _run(config) -> int:
         records = Runner(config, progress=progress).run()
     print()
     print(table([config.out / config.team]))
-    failed = [r for r in records if r.status == "failed"]
-    return 1 if failed and len(failed) == len(records) else 0
+    # 0: every variant ok or skipped for a stated reason; 1: any failed (the table is still printed)
+    return 1 if any(r.status not in ("ok", "skipped") for r in records) else 0
 
 
 def cmd_run(args) -> int:
@@ -244,9 +244,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SqueezebenchError as exc:
         print(f"squeezebench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("squeezebench: interrupted; results recorded so far are kept", file=sys.stderr)
-        return 130
+    except OSError as exc:  # e.g. a full disk while saving a record: say which file, keep what was written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"squeezebench: error: {exc.strerror or exc}{where}; results recorded so far are kept", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C, or isolation.Stopped (SIGTERM/SIGHUP while a worker ran)
+        why = str(exc) or "interrupted"
+        print(f"squeezebench: {why}; results recorded so far are kept", file=sys.stderr)
+        return 128 + getattr(exc, "signum", 2)
 
 
 if __name__ == "__main__":

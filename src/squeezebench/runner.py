@@ -10,23 +10,18 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from squeezebench import isolation, outdir, references
 from squeezebench.errors import SqueezebenchError
-from squeezebench.measures.memory import peak_rss_mb
 from squeezebench.methods import METHODS, chain_spec, parse_chain
+from squeezebench.models.checks import check_model_config
 from squeezebench.models.sources import check_available, fingerprint, source_of
+from squeezebench.outdir import check_team
 from squeezebench.plugins import load_plugins
 from squeezebench.progress import Step
 from squeezebench.protocol import Protocol
@@ -78,12 +73,14 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
     once into the run's variants."""
     config.plugins = load_plugins(config.plugins)
     task = TASKS.get(config.task)
-    config.protocol.validate()
+    p = config.protocol
+    p.validate()
     if not config.models:
         raise SqueezebenchError("no model given; pass --model")
     sources = [source_of(m, config.trust_remote_code, config.tokenizer) for m in config.models]
     for source in sources:
         check_available(source)
+        check_model_config(source, p.seq_len)
         source["fingerprint"] = fingerprint(source)
     chains = []
     for text in config.methods:
@@ -92,14 +89,12 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
     for d in config.devices:
         if d.split(":")[0] not in ("cpu", "cuda"):
             raise SqueezebenchError(f"unknown device {d!r}; use cpu or cuda (or cuda:N)")
-    if not config.team or "/" in config.team:
-        raise SqueezebenchError("--team must be a non-empty name without '/'")
+    check_team(config.team)
     if config.dataset is None:
         config.dataset = task.default_dataset
     # datasets are loaded here once, so a bad dataset fails before any variant runs
     from squeezebench.tasks.data import load_dataset
 
-    p = config.protocol
     ds = load_dataset(config.dataset, config.dataset_options).subset(p.limit, p.seed)
     task.check_dataset(ds)
     # the original first, so that the others can be compared with it
@@ -139,44 +134,16 @@ class Runner:
                    plugins=self.config.plugins)
 
     def _spawn(self, phase: str, job: Job, log_path: Path) -> tuple[dict, dict]:
-        """Run one phase in a fresh interpreter; block until it ends; return (result, os accounting)."""
-        with tempfile.TemporaryDirectory(prefix="squeezebench-") as tmp:
-            job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            job.write(job_path)
-            env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
-                       TRANSFORMERS_VERBOSITY=os.environ.get("TRANSFORMERS_VERBOSITY", "error"))
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as logf:
-                logf.write(f"\n=== {datetime.now(timezone.utc).isoformat()} {phase}\n".encode())
-                logf.flush()
-                # Linux hands a forked child the parent's peak RSS (VmHWM) as its starting ru_maxrss
-                parent_peak = peak_rss_mb()
-                t0 = time.perf_counter()
-                proc = subprocess.Popen([sys.executable, "-m", "squeezebench.worker", phase, str(job_path),
-                                         str(result_path)], stdout=logf, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-                timer = threading.Timer(self.config.timeout_s, lambda: _kill(proc.pid))
-                timer.start()
-                try:
-                    _, status, usage = os.wait4(proc.pid, 0)  # blocks; no polling on the measured cores
-                except KeyboardInterrupt:
-                    _kill(proc.pid)
-                    raise
-                finally:
-                    timer.cancel()
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                wall = time.perf_counter() - t0
-            accounting = {"child_maxrss_mb": usage.ru_maxrss / 1024, "parent_peak_rss_at_spawn_mb": parent_peak,
-                          "exit_code": proc.returncode, "wall_s": wall}
-            if result_path.is_file():
-                return json.loads(result_path.read_text()), accounting
-        tail = _tail(log_path)
-        why = (f"timed out after {self.config.timeout_s:.0f} s" if proc.returncode in (-signal.SIGKILL,)
-               else f"exit code {proc.returncode}")
-        return {"status": "failed", "error": f"{phase} subprocess died ({why}); log {log_path}: {tail}"}, accounting
+        """Run one phase in a fresh interpreter (squeezebench.isolation); return (result, os accounting)."""
+        return isolation.spawn(phase, dataclasses.asdict(job), log_path, self.config.timeout_s)
 
     # ---------------------------------------------------------------------------------------------
     def run(self) -> list[Record]:
+        """Measure every variant; the output folder is claimed (checked writable, locked) before the first build."""
+        with outdir.claim(self.out, self.config.team):
+            return self._run_all()
+
+    def _run_all(self) -> list[Record]:
         started = datetime.now(timezone.utc)
         run_path = self.out / self.config.team / f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json"
         done = self._done_keys()
@@ -193,7 +160,7 @@ class Runner:
                 i += 1
                 label = f"[{i}/{total}] {source['name']} · {method} · {device}"
                 key = self._key(variant, method, device)
-                if key in done:
+                if key in done and not _reference_lost(done[key]):
                     self.progress(Step(f"{label}: already measured ({done[key].status}), skipped (use --force to redo)",
                                        i, total, "done"))
                     self.records.append(done[key])
@@ -206,10 +173,11 @@ class Runner:
                     build, acct = self._spawn("build", job, log_path)
                     build["os"] = acct
                 record.set_section("build", build)
-                if build["status"] == "ok" and device.startswith("cuda") and not _cuda_available():
+                built = record.build
+                if built.status == "ok" and device.startswith("cuda") and not _cuda_available():
                     record.status, record.reason = "skipped", "no CUDA device visible to PyTorch"
-                elif build["status"] != "ok":
-                    record.status, record.reason, record.error = build["status"], build.get("reason"), build.get("error")
+                elif built.status != "ok":
+                    record.status, record.reason, record.error = built.status, built.reason, built.error
                 else:
                     self.progress(Step(f"{label}: measuring (latency, memory, quality)...", i, total, "measure"))
                     result, acct = self._spawn("measure", self._job(variant, device, artifact_dir, reference), log_path)
@@ -244,6 +212,12 @@ class Runner:
             "status": "pending"})
 
 
+def _reference_lost(record: Record) -> bool:
+    """A measured original whose reference file is gone or unreadable is measured again, which rewrites it."""
+    path = getattr(record.quality, "reference_file", None) if record.quality is not None else None
+    return bool(path) and not references.readable(Path(path))
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -253,21 +227,6 @@ def _cuda_available() -> bool:
 def _build_device(variant: Variant) -> str:
     """Methods that only exist on CUDA (e.g. bitsandbytes) are built there; everything else on CPU."""
     return "cuda" if any(METHODS.get(c.name).devices == ("cuda",) for c in variant.chain) else "cpu"
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _tail(path: Path, n: int = 3) -> str:
-    try:
-        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])[-400:]
 
 
 def _summary(record: Record) -> str:

@@ -10,7 +10,6 @@ The result is written as JSON to RESULT; user-facing problems become {"status": 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
@@ -144,28 +143,10 @@ def _skip_reason(task, chain, device: str) -> str | None:
     return None
 
 
-def _read_reference(path: Path) -> dict[str, Any] | None:
-    import numpy as np
-
-    if not path.is_file():
-        return None
-    with np.load(path) as npz:
-        return dict(npz)
-
-
-def _write_reference(path: Path, arrays: dict[str, Any]) -> None:
-    """Atomically: a killed run never leaves a truncated reference behind."""
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(tmp, path)
-
-
 def measure(job: Job) -> dict[str, Any]:
     import torch
 
+    from squeezebench import references
     from squeezebench.measures.base import MeasureSession, measures
     from squeezebench.runtimes.base import load_artifact
 
@@ -190,17 +171,22 @@ def measure(job: Job) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     session.data = task.prepare(_dataset(job, protocol), session.bundle, protocol)
     session.inputs = task.example_inputs(session.bundle, session.data, protocol)
+    reference_problem = None
     if not job.is_original:
-        session.reference = _read_reference(Path(job.reference_path))
+        session.reference, reference_problem = references.load(Path(job.reference_path))
     for m in plugins:
         section = m.run(session)
         if section is not None:
             session.sections[m.name] = section
     for m in plugins:
         m.end(session)
-    evaluation = session.evaluation
+    evaluation, quality = session.evaluation, session.sections.get("quality")
+    if reference_problem and quality is not None:
+        quality.flags.append(reference_problem)
     if job.is_original and device == "cpu" and evaluation is not None and evaluation.reference is not None:
-        _write_reference(Path(job.reference_path), evaluation.reference)
+        references.save(Path(job.reference_path), evaluation.reference)
+        if quality is not None:
+            quality.reference_file = job.reference_path
     info = dict(session.executable.info)
     latency = session.sections.get("latency")
     info["first_call_ms"] = latency.first_call_ms if latency is not None else None

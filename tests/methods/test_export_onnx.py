@@ -140,3 +140,46 @@ def test_runner_original_then_onnx_chain(tmp_path, image_dir):
     assert onnx["build"]["size"]["weight_files"] == ["model.onnx"]
     assert onnx["quality"]["metrics"]["top1_agreement"]["value"] == 1.0
     assert onnx["quality"]["metrics"]["accuracy"]["value"] == orig["quality"]["metrics"]["accuracy"]["value"]
+
+
+# --- encoder-decoder (a task with export_graphs): one ONNX file per graph, generation on the graphs -----------
+def _whisper_export(method: str, directory: Path, multilingual: bool = False):
+    from tests.helpers_seq2seq import GraphTask, bundle_of, features, tiny_whisper
+
+    task, model = GraphTask(), tiny_whisper(multilingual, seed=2, language="en" if multilingual else None)
+    bundle, samples = bundle_of(model), features(6)
+    ctx = MethodContext(task=task, bundle=bundle, calibration=lambda n: samples[:n])
+    result = _export(method, task, bundle, ctx, directory)
+    return model, task, result, ctx
+
+
+def test_whisper_onnx_graphs_generate_like_pytorch(tmp_path):
+    from tests.helpers_seq2seq import batch, features, pytorch_greedy, same_tokens
+
+    model, task, result, ctx = _whisper_export("onnx", tmp_path, multilingual=True)
+    assert [p.name for p in result.weight_files] == ["encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"]
+    extra = result.manifest_extra
+    assert extra["entry_graph"] == "encoder" and extra["generation"]["prompt"] == [50258, 50259, 50359, 50363]
+    assert all(e["check_vs_pytorch"]["max_abs_diff"] < 1e-3 for e in extra["onnx_export"].values())
+    assert ctx.facts["in_memory_compressed"] is False
+    _, exe = load_artifact(tmp_path, task, "cpu", threads=1)
+    x = batch(features(3, seed=5))
+    ref = pytorch_greedy(model, x["input_features"], 12)
+    got = exe.generate_greedy(x, 12)
+    assert same_tokens(got, ref), (got, ref)
+    assert exe.info["decoding"] == "kv-cache" and exe.last_generation["decoder_steps"] == 11
+    with torch.inference_mode():  # the timed call: the encoder graph
+        hidden = model.get_encoder()(x["input_features"]).last_hidden_state
+    assert (exe(x) - hidden).abs().max().item() < 1e-4 * max(1.0, hidden.abs().max().item())
+
+
+def test_whisper_onnx_int8_dynamic_graphs_run(tmp_path):
+    from tests.helpers_seq2seq import batch, features
+
+    _, task, result, ctx = _whisper_export("onnx-int8-dynamic", tmp_path)
+    assert set(result.manifest_extra["quantization"]) == {"encoder", "decoder", "decoder_with_past"}
+    assert all(s["int8_ops"] for s in result.manifest_extra["ort_optimized_graph"].values())
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["decoder.onnx", "decoder_with_past.onnx", "encoder.onnx"]
+    _, exe = load_artifact(tmp_path, task, "cpu", threads=1)
+    got = exe.generate_greedy(batch(features(2, seed=5)), 8)
+    assert got.dtype == torch.int64 and got.shape[0] == 2 and 1 <= got.shape[1] <= 8

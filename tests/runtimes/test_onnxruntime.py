@@ -126,3 +126,41 @@ def test_cli_passes_tokenizer(token_onnx):
     args = build_parser().parse_args(["run", "--model", f"onnx:{path}", "--task", "sentence-embedding",
                                       "--tokenizer", "offline:all-minilm-l6-v2"])
     assert args.tokenizer == "offline:all-minilm-l6-v2"
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, tiny_bert_dir, where):
+    from tests.helpers_onnx import onnx_with_external
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"s" * 64)
+    model_dir = tmp_path / "downloads" / "model"
+    location = {"parent": "../../secret.bin", "absolute": str(secret), "symlink": "link.bin"}[where]
+    if where == "symlink":
+        model_dir.mkdir(parents=True)
+        (model_dir / "link.bin").symlink_to(secret)
+    path = onnx_with_external(model_dir / "hostile.onnx", location)
+    out = tmp_path / "out"
+    job = {"source": source_of(f"onnx:{path}", tokenizer=str(tiny_bert_dir)), "artifact_dir": str(out / "artifact")}
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(SqueezebenchError, match="outside its folder") as info:
+        build_onnx_input(job, TASKS.get("sentence-embedding"), parse_chain("original"))
+    assert "\n" not in str(info.value)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+def test_external_data_inside_the_folder_is_copied(tmp_path, tiny_bert_dir):
+    from tests.helpers_onnx import onnx_with_external
+
+    model_dir = tmp_path / "model"
+    (model_dir / "weights").mkdir(parents=True)
+    (model_dir / "weights" / "w.bin").write_bytes(np.eye(4, dtype=np.float32).tobytes())
+    path = onnx_with_external(model_dir / "m.onnx", "weights/w.bin")
+    job = {"source": source_of(f"onnx:{path}", tokenizer=str(tiny_bert_dir)), "artifact_dir": str(tmp_path / "a")}
+    result = build_onnx_input(job, TASKS.get("image-classification"), parse_chain("original"))
+    assert result["status"] == "ok", result
+    assert (tmp_path / "a" / "weights" / "w.bin").read_bytes() == (model_dir / "weights" / "w.bin").read_bytes()
+    missing = onnx_with_external(model_dir / "m2.onnx", "gone.bin")
+    job["source"] = source_of(f"onnx:{missing}", tokenizer=str(tiny_bert_dir))
+    with pytest.raises(SqueezebenchError, match="missing from"):
+        build_onnx_input(job, TASKS.get("image-classification"), parse_chain("original"))

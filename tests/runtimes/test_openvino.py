@@ -126,3 +126,38 @@ def test_openvino_image_model_and_cuda_is_refused(tmp_path):
     from squeezebench.runtimes import RUNTIMES
 
     assert "CPU plugin only" in RUNTIMES.get("openvino").check("cuda")
+
+
+# --- encoder-decoder (a task with export_graphs): one IR per graph, generation on the graphs ------------------
+def _whisper_build(directory: Path, method: str):
+    from tests.helpers_seq2seq import GraphTask, bundle_of, features, tiny_whisper
+
+    task, model = GraphTask(), tiny_whisper(seed=2)
+    export, facts = build(directory, bundle_of(model), task, method, features(6))
+    return model, task, export, facts
+
+
+def test_whisper_openvino_graphs_generate_like_pytorch(tmp_path):
+    from tests.helpers_seq2seq import batch, features, pytorch_greedy, same_tokens
+
+    model, task, export, facts = _whisper_build(tmp_path, "openvino")
+    assert [Path(p).name for p in export.weight_files] == ["encoder.bin", "decoder.bin", "decoder_with_past.bin"]
+    assert all((tmp_path / f"{n}.xml").is_file() for n in ("encoder", "decoder", "decoder_with_past"))
+    _, exe = load_artifact(tmp_path, task, "cpu", 1)
+    assert exe.info["inference_precision"] == "f32" and exe.info["decoding"] == "kv-cache"
+    x = batch(features(3, seed=5))
+    ref = pytorch_greedy(model, x["input_features"], 12)
+    got = exe.generate_greedy(x, 12)
+    assert same_tokens(got, ref), (got, ref)
+
+
+def test_whisper_openvino_int8_graphs_run(tmp_path):
+    from tests.helpers_seq2seq import batch, features
+
+    _, task, export, facts = _whisper_build(tmp_path, "openvino-int8:samples=4")
+    assert facts["in_memory_compressed"] is True
+    _, exe = load_artifact(tmp_path, task, "cpu", 1)
+    layers = exe.info["compute_layers"]
+    assert all(any(" a=u8" in k or " a=i8" in k for k in layers[g]) for g in layers), layers
+    got = exe.generate_greedy(batch(features(2, seed=5)), 8)
+    assert got.dtype == torch.int64 and got.shape[0] == 2 and 1 <= got.shape[1] <= 8

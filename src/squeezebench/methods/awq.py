@@ -21,7 +21,7 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods import weight_only
-from squeezebench.methods.base import MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
 from squeezebench.methods.gptq import (MODEL_TYPES, CalibrationRun, InputRecorder, _with_hidden, calibration_source,
                                        check_bits_group, check_has_linears, find_blocks, finish_facts, input_groups,
                                        quantize_rest, run_block, samples_for, target_linears, work_device)
@@ -42,6 +42,8 @@ class AWQConfig(MethodConfig):
     it are quantized round-to-nearest without scaling; an untied head gets AWQ scaling (explicit input scale)."""
 
     name: ClassVar[str] = "awq"
+    bounds: ClassVar[dict[str, Range]] = {"bits": Range(lo=4, hi=4), "group_size": POSITIVE, "grid": POSITIVE,
+                                          "calibration_samples": POSITIVE}
     bits: int = 4
     group_size: int = 128
     grid: int = 20
@@ -50,6 +52,7 @@ class AWQConfig(MethodConfig):
     head: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         check_bits_group(self.bits, self.group_size)
         if self.grid < 1:
             raise ValueError("grid must be >= 1")

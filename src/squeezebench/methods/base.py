@@ -17,10 +17,73 @@ from squeezebench.runtimes.base import RESTORES, StructureRestore
 
 
 @dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric method parameter: ``lo <= v <= hi`` (an end is excluded with ``lo_open`` /
+    ``hi_open``; None = unbounded), or one of the sentinels in ``also`` ((value, meaning) pairs, e.g. -1 = one
+    group per row). Declared once per config so every bad value is refused before a subprocess starts."""
+
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple[tuple[Any, str], ...] = ()
+
+    def contains(self, value: Any) -> bool:
+        if any(value == v for v, _ in self.also):
+            return True
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return False
+        return True
+
+    def describe(self) -> str:
+        if self.lo is not None and self.lo == self.hi:
+            text = f"{self.lo:g}"
+        elif self.lo is not None and self.hi is not None:
+            text = f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            text = f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        elif self.hi is not None:
+            text = f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        else:
+            text = "a finite number"
+        return text + "".join(f" (or {v}: {meaning})" for v, meaning in self.also)
+
+
+POSITIVE = Range(lo=1)  # counts: samples, steps, sizes
+NON_NEGATIVE = Range(lo=0)
+FRACTION = Range(lo=0, hi=1, hi_open=True)  # sparsity / pruning ratios
+
+
+@dataclass(frozen=True)
 class MethodConfig:
-    """Base of every method's parameters. Subclasses set ``name`` and add typed fields with defaults."""
+    """Base of every method's parameters. Subclasses set ``name`` and add typed fields with defaults, and
+    declare the allowed values of numeric fields in ``bounds`` (checked by :meth:`validate` at construction;
+    a subclass with its own ``__post_init__`` calls ``super().__post_init__()`` first)."""
 
     name: ClassVar[str] = ""
+    bounds: ClassVar[dict[str, Range]] = {}
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first parameter outside its declared range (or not finite)."""
+        import math
+
+        bounds: dict[str, Range] = {}
+        for klass in reversed(type(self).__mro__):  # a subclass may add to or override its parent's bounds
+            bounds.update(vars(klass).get("bounds", {}))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
+            rng = bounds.get(f.name)
+            if rng is not None and not rng.contains(value):
+                raise ValueError(f"{f.name} must be {rng.describe()}, got {value}")
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

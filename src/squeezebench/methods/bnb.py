@@ -21,7 +21,7 @@ from typing import ClassVar, Literal, Optional
 import torch
 from torch import nn
 
-from squeezebench.methods.base import MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
 from squeezebench.methods.weight_only import has_linear, head_names, replace_linears
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class BnbInt8Config(MethodConfig):
     """threshold: outlier threshold of LLM.int8() (0 disables the fp16 outlier path). dtype: the rest of the model."""
 
     name: ClassVar[str] = "bnb-int8"
+    bounds: ClassVar[dict[str, Range]] = {"threshold": NON_NEGATIVE}
     threshold: float = 6.0
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
 from squeezebench.methods.pruning import (PRUNABLE, attach_compact, compact_layout, iter_codes, pack_codes,
                                           restore_compact, weight_modules)
 
@@ -25,12 +25,14 @@ class KMeansConfig(MethodConfig):
     """k centroids per layer; ``embeddings`` also clusters Embedding tables; ``iters`` Lloyd steps."""
 
     name: ClassVar[str] = "cluster-kmeans"
+    bounds: ClassVar[dict[str, Range]] = {"k": Range(lo=2, hi=65536), "iters": NON_NEGATIVE}
     k: int = 16
     int8_codebook: bool = False
     embeddings: bool = True
     iters: int = 100
 
     def __post_init__(self):
+        super().__post_init__()
         if not 2 <= self.k <= 65536:
             raise ValueError(f"k must be in [2, 65536], got {self.k}")
         if self.iters < 0:

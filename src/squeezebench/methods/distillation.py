@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import (MethodConfig, MethodContext, first_tensor, register_method, stack_inputs,
+from squeezebench.methods.base import (NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, first_tensor, register_method, stack_inputs,
                                        wrap_module)
 from squeezebench.methods.pruning import PRUNABLE
 
@@ -34,6 +34,9 @@ class DistillConfig(MethodConfig):
     """``steps`` AdamW steps of ``batch_size`` inputs drawn from ``samples`` distinct training inputs."""
 
     name: ClassVar[str] = "distill"
+    bounds: ClassVar[dict[str, Range]] = {"steps": POSITIVE, "batch_size": POSITIVE, "samples": POSITIVE,
+                                          "lr": Range(lo=0, lo_open=True), "temperature": Range(lo=0, lo_open=True),
+                                          "hidden_weight": NON_NEGATIVE}
     steps: int = 300
     batch_size: int = 16
     lr: float = 5e-5
@@ -43,6 +46,7 @@ class DistillConfig(MethodConfig):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.steps < 1 or self.batch_size < 1 or self.samples < 1:
             raise ValueError("steps, batch_size and samples must be at least 1")
         if self.lr <= 0 or self.temperature <= 0 or self.hidden_weight < 0:

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import calibration_count, ExportResult, MethodConfig, MethodContext, register_export
+from squeezebench.methods.base import (POSITIVE, ExportResult, MethodConfig, MethodContext,
+                                      Range, calibration_count, register_export, stack_inputs)
+from squeezebench.models.graphs import ExportGraphs, GraphSpec, export_graphs_of
 from squeezebench.runtimes.onnxruntime import (DEFAULT_OPT_LEVEL, MODEL_FILE, NUMPY_TYPES, check_device,
                                                open_session, optimized_graph_summary, weight_files_of)
 
@@ -37,6 +39,7 @@ class OnnxConfig(MethodConfig):
     """fp32 ONNX graph run by ONNX Runtime."""
 
     name: ClassVar[str] = "onnx"
+    bounds: ClassVar[dict[str, Range]] = {"opset": Range(lo=7)}
     opset: int = 17
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
 
@@ -55,6 +58,7 @@ class OnnxInt8StaticConfig(OnnxConfig):
     """ONNX export + ``quantize_static`` (QDQ): int8 weights and activations, ranges from calibration data."""
 
     name: ClassVar[str] = "onnx-int8-static"
+    bounds: ClassVar[dict[str, Range]] = {"calibration_samples": POSITIVE}
     calibration_samples: Optional[int] = None  # default: --calibration-samples
     calibrate: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
@@ -245,6 +249,9 @@ def _finish(path: Path, config: OnnxConfig, ctx: MethodContext, export: dict[str
 
 @register_export(OnnxConfig, "export to ONNX (fp32) and run with ONNX Runtime", check=_check, devices=("cpu", "cuda"))
 def onnx_export(module, config: OnnxConfig, ctx: MethodContext, directory: Path) -> ExportResult:
+    graphs = export_graphs_of(ctx.task, ctx.bundle)
+    if graphs is not None:
+        return export_onnx_graphs(graphs, config, ctx, Path(directory), None)
     path = Path(directory) / MODEL_FILE
     export, _ = _export_fp32(module, config, ctx, path)
     dtype = str(_module_dtype(module)).removeprefix("torch.")
@@ -280,6 +287,9 @@ def onnx_int8_dynamic(module, config: OnnxInt8DynamicConfig, ctx: MethodContext,
                 "activations": "uint8, quantised at run time per call",
                 "format": f"int8 weights ({'per channel' if config.per_channel else 'per tensor'}), dynamic activations"}
 
+    graphs = export_graphs_of(ctx.task, ctx.bundle)
+    if graphs is not None:
+        return export_onnx_graphs(graphs, config, ctx, Path(directory), lambda src, dst, examples: quantize(src, dst))
     return _quantize(module, config, ctx, directory, quantize)
 
 
@@ -302,30 +312,34 @@ def onnx_int8_static(module, config: OnnxInt8StaticConfig, ctx: MethodContext, d
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     n = config.calibration_samples or calibration_count(ctx)
-    samples = _example(ctx, module, n)
+    graphs = export_graphs_of(ctx.task, ctx.bundle)
+    samples = _example(ctx, module, n) if graphs is None else []
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibrate]
     activation = QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8
 
-    def quantize(src: Path, dst: Path) -> dict[str, Any]:
+    def quantize(src: Path, dst: Path, examples: Optional[list[dict[str, torch.Tensor]]] = None) -> dict[str, Any]:
+        calibration = samples if examples is None else examples
         session = open_session(src, 1)
         types = {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
         del session
         nodes, skipped = weight_nodes(src, config.skip_gelu_inputs)
         if not nodes:
             raise SqueezebenchError("onnx-int8-static found no MatMul, Gemm or Conv with constant weights to quantise")
-        reader = type("Reader", (_Calibration, CalibrationDataReader), {})(samples, types)
+        reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration, types)
         quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
                         activation_type=activation, weight_type=QuantType.QInt8, calibrate_method=method,
                         nodes_to_quantize=nodes)
         return {"api": "onnxruntime.quantization.quantize_static", "format_onnx": "QDQ", "weight_type": "QInt8",
                 "activation_type": activation.name, "per_channel": config.per_channel,
-                "calibrate_method": method.name, "calibration_samples": len(samples),
+                "calibrate_method": method.name, "calibration_samples": len(calibration),
                 "quantized_nodes": len(nodes), "left_float": {"after a GELU": skipped},
                 "scope": "MatMul/Gemm/Conv nodes with constant weights (their inputs and weights)",
                 "format": f"int8 weights ({'per channel' if config.per_channel else 'per tensor'}), "
                           f"{config.activations} activations (static ranges)"}
 
+    if graphs is not None:
+        return export_onnx_graphs(graphs, config, ctx, Path(directory), quantize, n)
     return _quantize(module, config, ctx, directory, quantize)
 
 
@@ -354,3 +368,112 @@ def weight_nodes(path: Path, skip_gelu_inputs: bool) -> tuple[list[str], int]:
             else:
                 nodes.append(node.name)
     return nodes, skipped
+
+
+# --- several graphs (an encoder-decoder: the task's export_graphs hook) ------------------------------------
+def graph_examples(spec: GraphSpec, samples: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """The graph's example inputs from task samples, floats in the module's dtype."""
+    dtype = _module_dtype(spec.module)
+    examples = spec.examples(samples)
+    if not examples:
+        raise SqueezebenchError("the task data gave no example input for an exported graph; raise --limit")
+    return [{n: e[n].to(dtype) if e[n].is_floating_point() else e[n] for n in spec.input_names} for e in examples]
+
+
+def check_inputs(examples: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Two examples plus a batch of two (when two examples share a shape): the dynamic axes must hold."""
+    batched = [b for b in stack_inputs(examples, 2) if next(iter(b.values())).shape[0] == 2]
+    return examples[:2] + batched[:1]
+
+
+def graph_outputs(module: torch.nn.Module, inputs: dict[str, torch.Tensor], names: list[str]) -> list[torch.Tensor]:
+    with torch.inference_mode():
+        out = module(*[inputs[n] for n in names])
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def compare_graph(outputs: list[np.ndarray], ref: list[torch.Tensor]) -> tuple[float, float, float]:
+    """Max abs difference and reference scale over all outputs; row cosine of the first (logits or states)."""
+    diff = max(float(np.abs(o.astype(np.float32) - r.float().numpy()).max()) for o, r in zip(outputs, ref))
+    scale = max(float(r.float().abs().max()) for r in ref)
+    a, b = outputs[0].astype(np.float32).reshape(-1, outputs[0].shape[-1]), ref[0].float().numpy().reshape(
+        -1, outputs[0].shape[-1])
+    cos = float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
+    return diff, scale, cos
+
+
+def _compare_onnx_graph(path: Path, spec: GraphSpec, inputs: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    session = open_session(path, torch.get_num_threads())
+    types = {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
+    diffs, scales, cosines = [], [], []
+    for inp in inputs:
+        ref = graph_outputs(spec.module, inp, list(spec.input_names))
+        got = session.run(list(spec.output_names), {k: inp[k].numpy().astype(t) for k, t in types.items()})
+        shapes = [tuple(g.shape) for g in got], [tuple(r.shape) for r in ref]
+        if shapes[0] != shapes[1]:
+            raise SqueezebenchError(f"the ONNX graph {path.name} gives shapes {shapes[0]} where PyTorch gives {shapes[1]}")
+        d, s, c = compare_graph(got, ref)
+        diffs.append(d), scales.append(s), cosines.append(c)
+    return {"max_abs_diff": max(diffs), "reference_max_abs": max(scales), "mean_cosine": min(cosines),
+            "inputs": [{k: list(v.shape) for k, v in i.items()} for i in inputs]}
+
+
+def _export_graph(spec: GraphSpec, example: dict[str, torch.Tensor], path: Path, opset: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    torch.onnx.export(spec.module, tuple(example[n] for n in spec.input_names), str(path), dynamo=False,
+                      do_constant_folding=True, input_names=list(spec.input_names),
+                      output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes, opset_version=opset)
+    return {"exporter": "torchscript", "opset": opset, "export_s": time.perf_counter() - t0,
+            "input_names": list(spec.input_names), "output_names": list(spec.output_names)}
+
+
+def export_onnx_graphs(graphs: ExportGraphs, config: OnnxConfig, ctx: MethodContext, directory: Path,
+                       quantize, calibration_samples: int = 2) -> ExportResult:
+    """One ``NAME.onnx`` per graph (TorchScript-based exporter: the KV-cache graphs trace cleanly with it),
+    each checked against its PyTorch module, then quantised by ``quantize(src, dst, examples)`` when given."""
+    if ctx.calibration is None:
+        raise SqueezebenchError("ONNX export needs example inputs from the task data; none were given")
+    samples = ctx.calibration(max(2, calibration_samples))
+    exports, checks, summaries, quantizations, files = {}, {}, {}, {}, []
+    for name, spec in graphs.graphs.items():
+        spec.module.eval()
+        examples = graph_examples(spec, samples)
+        path = directory / f"{name}.onnx"
+        with tempfile.TemporaryDirectory(prefix="squeezebench-onnx-") as tmp:
+            fp32 = Path(tmp) / path.name if quantize else path
+            exports[name] = _export_graph(spec, examples[0], fp32, config.opset)
+            check = _compare_onnx_graph(fp32, spec, check_inputs(examples))
+            _check_fp(check, _module_dtype(spec.module))
+            exports[name]["check_vs_pytorch"] = check
+            if quantize:
+                t0 = time.perf_counter()
+                quantizations[name] = quantize(fp32, path, examples)
+                quantizations[name]["quantize_s"] = time.perf_counter() - t0
+                quantizations[name]["fp32_onnx_bytes"] = sum(f.stat().st_size for f in weight_files_of(fp32))
+        if quantize:
+            check = _compare_onnx_graph(path, spec, check_inputs(examples))
+            _check_int8(check)
+            quantizations[name]["check_vs_pytorch"] = check
+        checks[name] = check
+        summaries[name] = optimized_graph_summary(path, DEFAULT_OPT_LEVEL, torch.get_num_threads())
+        files += weight_files_of(path)
+    int8 = all(s["weights_int8_in_memory"] for s in summaries.values())
+    fmt = (next(iter(quantizations.values()))["format"] if quantizations
+           else f"{str(_module_dtype(next(iter(graphs.graphs.values())).module)).removeprefix('torch.')} (ONNX Runtime)")
+    ctx.facts.update(in_memory_compressed=bool(quantize) and int8,
+                     in_memory_format=fmt if int8 or not quantize
+                     else f"{fmt}; but ONNX Runtime's optimised graphs hold float weights")
+    ctx.notes.append(f"ONNX export of {len(graphs.graphs)} graphs ({', '.join(graphs.graphs)}) with the torchscript "
+                     f"exporter, opset {config.opset}")
+    if config.exporter != "torchscript":
+        ctx.notes.append(f"exporter={config.exporter} ignored: multi-graph exports use the torchscript exporter")
+    ctx.notes.extend(graphs.notes)
+    first = next(iter(graphs.graphs))
+    extra = {"onnx_file": f"{first}.onnx", "entry_graph": first, "generation": graphs.generation,
+             "graphs": {n: {"file": f"{n}.onnx", "inputs": list(s.input_names), "outputs": list(s.output_names)}
+                        for n, s in graphs.graphs.items()},
+             "onnx_export": exports, "ort_graph_optimization_level": DEFAULT_OPT_LEVEL,
+             "ort_optimized_graph": summaries}
+    if quantizations:
+        extra["quantization"] = quantizations
+    return ExportResult(runtime="onnxruntime", weight_files=files, manifest_extra=extra)

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
+import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import calibration_count, ExportResult, MethodConfig, MethodContext, register_export
+from squeezebench.methods.base import (POSITIVE, ExportResult, MethodConfig, MethodContext,
+                                      Range, calibration_count, register_export)
+from squeezebench.methods.export_onnx import check_inputs, compare_graph, graph_examples, graph_outputs
+from squeezebench.models.graphs import ExportGraphs, GraphSpec, export_graphs_of
 from squeezebench.runtimes.openvino import BIN_FILE, INSTALL_HINT, XML_FILE, missing_openvino
 from squeezebench.runtimes.pytorch import module_dtype
 
@@ -39,6 +43,7 @@ class OpenVinoInt8Config(MethodConfig):
     'transformer' (NNCF keeps softmax/layer-norm paths in float) when the model has attention layers."""
 
     name: ClassVar[str] = "openvino-int8"
+    bounds: ClassVar[dict[str, Range]] = {"samples": POSITIVE}
     samples: Optional[int] = None
     model_type: Literal["auto", "transformer", "cnn"] = "auto"
     preset: Literal["auto", "performance", "mixed"] = "auto"
@@ -115,12 +120,21 @@ def _manifest(model: Any, extra: dict[str, Any]) -> dict[str, Any]:
 @register_export(OpenVinoConfig, "OpenVINO IR (converted from PyTorch), run by the OpenVINO CPU plugin",
                  check=_check, devices=("cpu",))
 def export_openvino(wrapped, config: OpenVinoConfig, ctx: MethodContext, directory: Path) -> ExportResult:
+    graphs = export_graphs_of(ctx.task, ctx.bundle)
+    if graphs is not None:
+        result = export_openvino_graphs(graphs, ctx, Path(directory), None, config.precision == "fp16",
+                                        {"precision": config.precision})
+        # f32 compute: the plugin's default is bf16 on CPUs that have it, which changes greedy tokens
+        result.manifest_extra["openvino_inference_precision"] = "f32"
+        return result
     model = convert(wrapped, ctx)
     files = _save(model, directory, compress_to_fp16=config.precision == "fp16")
     ctx.facts.update(in_memory_compressed=False, in_memory_format=(
         "fp32" if config.precision == "fp32" else
         "fp16 weights in the IR, f32 compute; whether the CPU plugin keeps them as fp16 in RAM is not verified"))
-    return ExportResult("openvino", files, _manifest(model, {"precision": config.precision}))
+    # f32 compute, as the variant's name says: the CPU plugin's default is bf16 on CPUs that have bf16 instructions
+    return ExportResult("openvino", files, dict(_manifest(model, {"precision": config.precision}),
+                                                openvino_inference_precision="f32"))
 
 
 def _is_transformer(module: torch.nn.Module) -> bool:
@@ -132,22 +146,33 @@ def _is_transformer(module: torch.nn.Module) -> bool:
 def export_openvino_int8(wrapped, config: OpenVinoInt8Config, ctx: MethodContext, directory: Path) -> ExportResult:
     import nncf
 
+    def quantize(model, calibration: list[dict], module: torch.nn.Module):
+        names = [i.get_any_name() for i in model.inputs]
+        dataset = nncf.Dataset(calibration, lambda d: {n: d[n].numpy() for n in names})
+        kwargs: dict[str, Any] = {"subset_size": len(calibration)}
+        if _is_transformer(module) if config.model_type == "auto" else config.model_type == "transformer":
+            kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+        if config.preset != "auto":
+            kwargs["preset"] = nncf.QuantizationPreset(config.preset)
+        try:
+            return nncf.quantize(model, dataset, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise SqueezebenchError(f"nncf.quantize failed: {str(exc).splitlines()[0]}") from None
+
+    transformer = _is_transformer(wrapped) if config.model_type == "auto" else config.model_type == "transformer"
+    graphs = export_graphs_of(ctx.task, ctx.bundle)
+    if graphs is not None:
+        result = export_openvino_graphs(graphs, ctx, Path(directory), quantize, False, {
+            "quantization": "nncf.quantize", "nncf_version": nncf.__version__, "preset": config.preset},
+            config.samples or calibration_count(ctx))
+        ctx.facts.update(in_memory_compressed=True, in_memory_format=(
+            "int8 weights + int8 activations (NNCF FakeQuantize, executed by int8 kernels)"))
+        return result
     model = convert(wrapped, ctx)
-    names = [i.get_any_name() for i in model.inputs]
     calibration = ctx.calibration(config.samples or calibration_count(ctx))
     if not calibration:
         raise SqueezebenchError("openvino-int8 got no calibration inputs from the task data; raise --limit")
-    dataset = nncf.Dataset(calibration, lambda d: {n: d[n].numpy() for n in names})
-    transformer = _is_transformer(wrapped) if config.model_type == "auto" else config.model_type == "transformer"
-    kwargs: dict[str, Any] = {"subset_size": len(calibration)}
-    if transformer:
-        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-    if config.preset != "auto":
-        kwargs["preset"] = nncf.QuantizationPreset(config.preset)
-    try:
-        quantized = nncf.quantize(model, dataset, **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        raise SqueezebenchError(f"nncf.quantize failed: {str(exc).splitlines()[0]}") from None
+    quantized = quantize(model, calibration, wrapped)
     files = _save(quantized, directory)
     ctx.facts.update(in_memory_compressed=True, in_memory_format=(
         "int8 weights + int8 activations (NNCF FakeQuantize, executed by int8 kernels)"),
@@ -163,14 +188,111 @@ def export_openvino_int8_weights(wrapped, config: OpenVinoInt8WeightsConfig, ctx
                                  directory: Path) -> ExportResult:
     import nncf
 
-    model = convert(wrapped, ctx)
     mode = nncf.CompressWeightsMode.INT8_ASYM if config.mode == "int8_asym" else nncf.CompressWeightsMode.INT8_SYM
-    try:
-        compressed = nncf.compress_weights(model, mode=mode)
-    except Exception as exc:  # noqa: BLE001
-        raise SqueezebenchError(f"nncf.compress_weights failed: {str(exc).splitlines()[0]}") from None
-    files = _save(compressed, directory)
+
+    def compress(model, calibration, module):
+        try:
+            return nncf.compress_weights(model, mode=mode)
+        except Exception as exc:  # noqa: BLE001
+            raise SqueezebenchError(f"nncf.compress_weights failed: {str(exc).splitlines()[0]}") from None
+
+    graphs = export_graphs_of(ctx.task, ctx.bundle)
+    if graphs is not None:
+        result = export_openvino_graphs(graphs, ctx, Path(directory), compress, False, {
+            "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode})
+    else:
+        compressed = compress(convert(wrapped, ctx), None, wrapped)
+        files = _save(compressed, directory)
     ctx.facts.update(in_memory_compressed=True, in_memory_format=(
         f"{config.mode} per-channel weights, decompressed inside f32 kernels; activations f32"))
+    if graphs is not None:
+        return result
     return ExportResult("openvino", files, _manifest(compressed, {
         "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode}))
+
+
+# --- several graphs (an encoder-decoder: the task's export_graphs hook) ------------------------------------
+INT8_MIN_COSINE = 0.9  # sanity check of a quantised graph's first output against PyTorch
+FP32_REL_TOL = 1e-3
+
+
+def convert_graph(spec: GraphSpec, example: dict[str, torch.Tensor]) -> Any:
+    """ov.Model of one graph: inputs and outputs named as the spec says, its dynamic axes dynamic."""
+    import openvino as ov
+
+    try:
+        model = ov.convert_model(spec.module, example_input=tuple(example[n] for n in spec.input_names))
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types; one clear line
+        raise SqueezebenchError(f"openvino.convert_model failed for this model: {str(exc).splitlines()[0]}") from None
+    if len(model.inputs) != len(spec.input_names) or len(model.outputs) != len(spec.output_names):
+        raise SqueezebenchError(f"the OpenVINO graph has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                                f"expected {len(spec.input_names)} and {len(spec.output_names)}")
+    for port, name in list(zip(model.inputs, spec.input_names)) + list(zip(model.outputs, spec.output_names)):
+        port.get_tensor().set_names({name})
+    shapes = {}
+    for name in spec.input_names:
+        dims = list(example[name].shape)
+        shapes[name] = ov.PartialShape([-1 if i in spec.dynamic_axes.get(name, {}) else d for i, d in enumerate(dims)])
+    model.reshape(shapes)
+    return model
+
+
+def _compare_ov_graph(model: Any, spec: GraphSpec, inputs: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    import openvino as ov
+
+    request = ov.Core().compile_model(model, "CPU", config={"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    diffs, scales, cosines = [], [], []
+    for inp in inputs:
+        ref = graph_outputs(spec.module, inp, list(spec.input_names))
+        result = request.infer({n: inp[n].numpy() for n in spec.input_names})
+        got = [np.array(result[i]) for i in range(len(spec.output_names))]
+        d, s, c = compare_graph(got, ref)
+        diffs.append(d), scales.append(s), cosines.append(c)
+    return {"max_abs_diff": max(diffs), "reference_max_abs": max(scales), "mean_cosine": min(cosines),
+            "inputs": [{k: list(v.shape) for k, v in i.items()} for i in inputs]}
+
+
+def export_openvino_graphs(graphs: ExportGraphs, ctx: MethodContext, directory: Path, compress, fp16: bool,
+                           extra: dict[str, Any], calibration_samples: int = 2) -> ExportResult:
+    """One ``NAME.xml`` + ``NAME.bin`` per graph, checked against PyTorch (fp32: max abs diff; compressed:
+    cosine of the first output); ``compress(model, examples, module)`` quantises a graph when given."""
+    if ctx.calibration is None:
+        raise SqueezebenchError("an OpenVINO export needs example inputs from the task data")
+    samples = ctx.calibration(max(2, calibration_samples))
+    files, checks = [], {}
+    for name, spec in graphs.graphs.items():
+        spec.module.eval()
+        examples = graph_examples(spec, samples)
+        model = convert_graph(spec, examples[0])
+        if compress is not None:
+            model = compress(model, examples, spec.module)
+        check = _compare_ov_graph(model, spec, check_inputs(examples))
+        if compress is None and not fp16:
+            tol = FP32_REL_TOL * max(1.0, check["reference_max_abs"])
+            if not np.isfinite(check["max_abs_diff"]) or check["max_abs_diff"] > tol:
+                raise SqueezebenchError(f"the OpenVINO {name} graph diverges from PyTorch: max abs diff "
+                                        f"{check['max_abs_diff']:.3g} > {tol:.3g}")
+        elif not np.isfinite(check["mean_cosine"]) or check["mean_cosine"] < INT8_MIN_COSINE:
+            raise SqueezebenchError(f"the compressed OpenVINO {name} graph is far from PyTorch: mean cosine "
+                                    f"{check['mean_cosine']:.3f} < {INT8_MIN_COSINE}")
+        checks[name] = check
+        import openvino as ov
+
+        ov.save_model(model, str(directory / f"{name}.xml"), compress_to_fp16=fp16)
+        files.append(directory / f"{name}.bin")
+    if compress is None:
+        ctx.facts.update(in_memory_compressed=False, in_memory_format="fp32" if not fp16 else
+                         "fp16 weights in the IR, f32 compute; whether the CPU plugin keeps them as fp16 in RAM "
+                         "is not verified")
+    ctx.notes.append(f"OpenVINO export of {len(graphs.graphs)} graphs ({', '.join(graphs.graphs)})")
+    ctx.notes.extend(graphs.notes)
+    first = next(iter(graphs.graphs))
+    import openvino as ov
+
+    return ExportResult("openvino", files, {
+        "openvino_xml": f"{first}.xml", "openvino_version": ov.get_version(), "entry_graph": first,
+        "generation": graphs.generation,
+        "graphs": {n: {"file": f"{n}.xml", "inputs": list(s.input_names), "outputs": list(s.output_names)}
+                   for n, s in graphs.graphs.items()},
+        "export": {"converter": "openvino.convert_model (PyTorch frontend, no ONNX)", "check_vs_pytorch": checks,
+                   "calibration_samples": len(samples), **extra}})

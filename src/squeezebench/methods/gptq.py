@@ -21,7 +21,7 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods import weight_only
-from squeezebench.methods.base import calibration_count, first_tensor, MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, first_tensor, MethodConfig, MethodContext, register_method
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ class GPTQConfig(MethodConfig):
     it are quantized round-to-nearest (GPTQ needs a Linear's inputs); an untied head goes through GPTQ."""
 
     name: ClassVar[str] = "gptq"
+    bounds: ClassVar[dict[str, Range]] = {"bits": Range(lo=4, hi=4), "group_size": POSITIVE,
+                                          "damp": Range(lo=0, hi=1, lo_open=True, hi_open=True),
+                                          "block_size": POSITIVE, "calibration_samples": POSITIVE}
     bits: int = 4
     group_size: int = 128
     damp: float = 0.01
@@ -49,6 +52,7 @@ class GPTQConfig(MethodConfig):
     head: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         check_bits_group(self.bits, self.group_size)
         if not 0 < self.damp < 1:
             raise ValueError("damp must be in (0, 1)")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import MethodConfig, MethodContext, register_method, stack_inputs, wrap_module
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method, stack_inputs, wrap_module
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +152,13 @@ class UnstructuredConfig(MethodConfig):
     kernel) instead of dense; ``auto`` does it for layers at >= 90 % sparsity, where it measured faster here."""
 
     name: ClassVar[str] = "prune-unstructured"
+    bounds: ClassVar[dict[str, Range]] = {"sparsity": FRACTION}
     sparsity: float = 0.5
     scope: Literal["global", "layer"] = "global"
     csr_matmul: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
 
@@ -277,10 +279,12 @@ class StructuredConfig(MethodConfig):
     """Remove ``ratio`` of attention heads and FFN neurons per transformer layer (or of CNN channels)."""
 
     name: ClassVar[str] = "prune-structured"
+    bounds: ClassVar[dict[str, Range]] = {"ratio": FRACTION, "bn_samples": NON_NEGATIVE}
     ratio: float = 0.3
     bn_samples: int = 256  # CNNs: calibration inputs that re-estimate batch-norm statistics after pruning; 0 = off
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), got {self.ratio}")
         if self.bn_samples < 0:

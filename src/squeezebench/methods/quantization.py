@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import calibration_count, MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, MethodConfig, MethodContext, register_method
 from squeezebench.methods.weight_only import QuantizedEmbedding, _input_embedding, has_linear
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ class Int8StaticConfig(MethodConfig):
     embedding table as int8."""
 
     name: ClassVar[str] = "int8-static"
+    bounds: ClassVar[dict[str, Range]] = {"calibration_samples": POSITIVE}
     calibration_samples: Optional[int] = None
     embeddings: bool = False
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from squeezebench.methods.base import MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +382,7 @@ class Int8WeightOnlyConfig(MethodConfig):
     """int8 weights (uint8 codes + zero point), float activations. group_size <= 0: one scale per output row."""
 
     name: ClassVar[str] = "int8-weight-only"
+    bounds: ClassVar[dict[str, Range]] = {"group_size": Range(lo=1, also=((-1, "one group per row"),))}
     group_size: int = -1
     symmetric: bool = False
     embeddings: bool = True
@@ -394,6 +395,7 @@ class Int4WeightOnlyConfig(MethodConfig):
     """int4 weights packed two per byte, one fp16 scale and zero point per group of input columns."""
 
     name: ClassVar[str] = "int4-weight-only"
+    bounds: ClassVar[dict[str, Range]] = {"group_size": Range(lo=1, also=((-1, "one group per row"),))}
     group_size: int = 128
     symmetric: bool = False
     embeddings: bool = True

@@ -14,14 +14,13 @@ markers is rewritten whole. Files are written atomically (a temporary file, then
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 from urllib.parse import quote, unquote
 
+from squeezebench.atomic import atomic_write_text
 from squeezebench.errors import SqueezebenchError
 from squeezebench.measures import Row
 from squeezebench.report.table import (BEGIN, END, LANGS, _columns, group_notes, headers, imported, protocol_notes,
@@ -188,18 +187,7 @@ def diff(path: Path, old: str, new: str) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` next to ``path`` and rename it over ``path`` (readers never see half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def read_text(path: Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +18,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
+from squeezebench.runtimes.graphs import GraphsExecutable, is_multi_graph
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,44 @@ class OrtExecutable(Executable):
         return torch.from_numpy(np.ascontiguousarray(output)).float()
 
 
+class OrtGraphsExecutable(GraphsExecutable):
+    """One InferenceSession per graph (encoder, decoder, ...); feeds cast to the types each graph declares."""
+
+    def __init__(self, sessions: dict[str, Any], manifest: dict[str, Any], info: dict[str, Any]):
+        self.sessions = sessions
+        self.types = {n: {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in s.get_inputs()}
+                      for n, s in sessions.items()}
+        super().__init__(manifest, info)
+
+    def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        types = self.types[name]
+        out = self.sessions[name].run(None, {k: np.asarray(feeds[k]).astype(t, copy=False) for k, t in types.items()})
+        return dict(zip(self.graphs[name]["outputs"], out))
+
+
+def _load_graphs(directory: Path, manifest: dict[str, Any], device: str, n_threads: int, opt_level: str,
+                 info: dict[str, Any]) -> OrtGraphsExecutable:
+    sessions = {name: open_session(directory / g["file"], n_threads, device, opt_level)
+                for name, g in manifest["graphs"].items()}
+    first = next(iter(sessions.values()))
+    info.update(providers=first.get_providers(),
+                graph_inputs={n: [i.name for i in s.get_inputs()] for n, s in sessions.items()})
+    if device.startswith("cuda"):
+        info["timed_call"] = "numpy inputs copied to the GPU and outputs back at every graph call"
+    return OrtGraphsExecutable(sessions, manifest, info)
+
+
 def load_onnxruntime(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
     import onnxruntime as ort
 
     bundle = bundle_for_runtime(directory, manifest, task)
     opt_level = manifest.get("ort_graph_optimization_level", DEFAULT_OPT_LEVEL)
     n_threads = int(threads or torch.get_num_threads())
+    if is_multi_graph(manifest):
+        info = {"name": "onnxruntime", "version": ort.__version__, "device": device, "threads": n_threads,
+                "threads_from": "--threads" if threads else "torch.get_num_threads()",
+                "graph_optimization_level": opt_level, "execution_mode": "sequential"}
+        return bundle, _load_graphs(Path(directory), manifest, device, n_threads, opt_level, info)
     session = open_session(directory / manifest.get("onnx_file", MODEL_FILE), n_threads, device, opt_level)
     out = session.get_outputs()[0]
     pool = task.output_kind == "embedding" and len(out.shape or []) == 3
@@ -179,16 +211,40 @@ register_runtime(Runtime("onnxruntime", "ONNX Runtime InferenceSession (CPU; CUD
 
 # --- facts about an ONNX file ----------------------------------------------------------------------------
 def external_data_files(path: Path) -> list[Path]:
-    """The external-data files an ONNX model refers to (beside it)."""
+    """The external-data files an ONNX model refers to, each checked to lie inside the model's folder.
+
+    A tensor's ``location`` is a path the file's author chose: ``../../etc/hostname``, an absolute path or a
+    symlink leading out of the folder would make squeezebench read (and copy into the artifact) a file of
+    their choosing, so any of those refuses the model with one line.
+    """
     import onnx
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own types for a damaged file
+        raise SqueezebenchError(f"{path} is not a readable ONNX model ({type(exc).__name__}); "
+                                "check the file (a truncated download?)") from None
     names = set()
     for tensor in _get_all_tensors(model):
         if uses_external_data(tensor):
             names.update(e.value for e in tensor.external_data if e.key == "location")
-    return [path.parent / n for n in sorted(names)]
+    return [safe_external_path(path, n) for n in sorted(names)]
+
+
+def safe_external_path(model_path: Path, location: str) -> Path:
+    """``location`` resolved beside ``model_path``; refused unless it is an existing file inside that folder."""
+    folder = model_path.resolve().parent
+    candidate = folder / location
+    resolved = candidate.resolve()
+    if Path(location).is_absolute() or not resolved.is_relative_to(folder) or resolved == folder:
+        raise SqueezebenchError(
+            f"ONNX model {model_path.name} refers to external data {location!r} outside its folder; only files "
+            "beside the .onnx file are read (refusing a possibly hostile model)")
+    if not resolved.is_file():
+        raise SqueezebenchError(f"ONNX model {model_path.name} needs external data file {location!r}, which is "
+                                f"missing from {folder}")
+    return folder / Path(location)
 
 
 def weight_files_of(path: Path) -> list[Path]:
@@ -223,7 +279,8 @@ def optimized_graph_summary(path: Path, opt_level: str = DEFAULT_OPT_LEVEL, thre
         options = session_options(threads, opt_level)
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         require_ort().InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        model = onnx.load(options.optimized_model_filepath)
+        # initializer sizes come from their dims: external data (left beside the input model) is not read
+        model = onnx.load(options.optimized_model_filepath, load_external_data=False)
     ops = Counter(n.op_type for n in model.graph.node)
     by_type: Counter = Counter()
     for t in model.graph.initializer:
@@ -248,6 +305,7 @@ def import_onnx_model(source: dict[str, Any], task, chain: list, directory: Path
     if missing:
         raise SqueezebenchError(f"running an ONNX model {missing}")
     src = Path(source["path"])
+    sources = weight_files_of(src)  # refuses external data outside the model's folder before anything is read
     bundle = ModelBundle(module=None, source=source)
     if "input_ids" in task.input_names:
         where = source.get("tokenizer")
@@ -259,8 +317,10 @@ def import_onnx_model(source: dict[str, Any], task, chain: list, directory: Path
         task.attach_preprocessing(bundle, str(src.parent), {})
     directory.mkdir(parents=True, exist_ok=True)
     weight_files = []
-    for f in weight_files_of(src):
-        target = directory / (MODEL_FILE if f == src else f.relative_to(src.parent))
+    for f in sources:
+        target = directory / (MODEL_FILE if f == src else f.relative_to(src.resolve().parent))
+        if not target.resolve().is_relative_to(directory.resolve()):  # belt and braces: never write outside
+            raise SqueezebenchError(f"refusing to write {target} outside the artifact folder {directory}")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, target)
         weight_files.append(target)

@@ -17,6 +17,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
+from squeezebench.runtimes.graphs import GraphsExecutable, is_multi_graph
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,22 @@ class OpenVinoExecutable(Executable):
         return torch.from_numpy(np.array(output[0], copy=True)).float()
 
 
+class OpenVinoGraphsExecutable(GraphsExecutable):
+    """One compiled model and InferRequest per graph (encoder, decoder, ...), created at load."""
+
+    def __init__(self, compiled: dict[str, Any], manifest: dict[str, Any], info: dict[str, Any]):
+        self.requests = {n: c.create_infer_request() for n, c in compiled.items()}
+        self.types = {n: {i.get_any_name(): i.get_element_type().to_dtype() for i in c.inputs}
+                      for n, c in compiled.items()}
+        super().__init__(manifest, info)
+
+    def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request = self.requests[name]
+        result = request.infer({k: np.asarray(feeds[k]).astype(t, copy=False) for k, t in self.types[name].items()})
+        # results view the request's buffers, which the next call overwrites: copy them
+        return {n: np.array(result[i], copy=True) for i, n in enumerate(self.graphs[name]["outputs"])}
+
+
 def load_openvino(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
     """Compile the artifact's IR on the CPU plugin (latency hint, ``threads`` inference threads)."""
     reason = missing_openvino()
@@ -92,8 +109,15 @@ def load_openvino(directory: Path, manifest: dict[str, Any], task, device: str, 
         raise SqueezebenchError(f"artifact {directory} has no OpenVINO IR {xml.name}; rebuild it with `squeezebench run`")
     n_threads = int(threads or torch.get_num_threads())
     config = {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "LATENCY"}
+    if manifest.get("openvino_inference_precision"):  # e.g. f32: else the CPU plugin picks bf16 where it can
+        config["INFERENCE_PRECISION_HINT"] = manifest["openvino_inference_precision"]
     core = ov.Core()
-    compiled = core.compile_model(str(xml), "CPU", config=config)
+    if is_multi_graph(manifest):
+        graphs = {n: core.compile_model(str(Path(directory) / g["file"]), "CPU", config=config)
+                  for n, g in manifest["graphs"].items()}
+        compiled = graphs[manifest.get("entry_graph") or next(iter(graphs))]
+    else:
+        compiled = core.compile_model(str(xml), "CPU", config=config)
 
     def prop(name: str) -> Any:
         try:
@@ -111,6 +135,9 @@ def load_openvino(directory: Path, manifest: dict[str, Any], task, device: str, 
             "optimization": "OpenVINO CPU plugin graph compilation (default transformations)",
             "compute_layers": compute_layer_precisions(compiled)}
     log.info("OpenVINO compiled %s: %s", xml, info)
+    if is_multi_graph(manifest):
+        info["compute_layers"] = {n: compute_layer_precisions(c) for n, c in graphs.items()}
+        return bundle_for_runtime(directory, manifest, task), OpenVinoGraphsExecutable(graphs, manifest, info)
     return bundle_for_runtime(directory, manifest, task), OpenVinoExecutable(compiled, info)
 
 

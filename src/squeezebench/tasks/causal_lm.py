@@ -17,7 +17,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
-from squeezebench.tasks.base import EvalResult, Executable, Task, register_task
+from squeezebench.tasks.base import EvalResult, Executable, register_task
 from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, PPL_RATIO, TTFT, bootstrap_ci, metric_value,
                                         paired_bootstrap_ci)
 
@@ -92,19 +92,13 @@ def generation_speed(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: i
 
 
 @register_task
-class CausalLM(Task):
+class CausalLM(text_common.TextTask):
     name = "causal-lm"
     version = 1
     auto_class = "AutoModelForCausalLM"
     primary_metric = "perplexity"
     input_names = ("input_ids",)
     calibration_held_out = False  # calibration windows may come from the scored text
-
-    def attach_preprocessing(self, bundle, where, kwargs):
-        text_common.load_tokenizer(bundle, where, kwargs)
-
-    def save_preprocessing(self, bundle, directory):
-        text_common.save_tokenizer(bundle, directory)
 
     def wrap(self, bundle):
         return NextTokenLogits(bundle.module)

@@ -3,14 +3,20 @@
 Dataset strings say their kind explicitly: ``bbc-news``, ``csv:PATH``, ``jsonl:PATH``, ``text-dir:PATH``,
 ``image-dir:PATH`` (one sub-folder per class), ``imagenet-sample:PATH`` (``<wnid>_<name>.JPEG`` files),
 ``hf:NAME[:SPLIT]``.
+
+Text files are read as UTF-8 (a BOM is allowed) and nothing else: a file in another encoding (e.g. Latin-1)
+is refused with the position of the first bad byte and how to convert it, rather than decoded by a guess
+that would silently change the text every variant is scored on.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -76,23 +82,38 @@ class Dataset:
                        dict(self.meta, part="outside the evaluated subset"))
 
     def split(self, test_fraction: float, seed: int) -> tuple["Dataset", "Dataset"]:
-        """Deterministic stratified train/test split."""
-        order = stratified_order(self.examples, seed)
-        n_test = max(1, int(round(len(order) * test_fraction)))
-        test_idx = set(order[::max(1, round(1 / test_fraction))][:n_test])
+        """Deterministic stratified train/test split: each class is shuffled with ``seed`` and
+        ``round(n * test_fraction)`` of it goes to test (at least one of each side for a class of two or more),
+        so both parts hold every class that can be split. (Taking every k-th index of the class-interleaved
+        order instead put whole classes on one side whenever k divided the number of classes.)"""
+        rng = np.random.default_rng(seed)
+        test_idx: set[int] = set()
+        for _, group in _groups(self.examples):
+            shuffled = [int(i) for i in rng.permutation(group)]
+            n_test = int(round(len(shuffled) * test_fraction))
+            if len(shuffled) >= 2:
+                n_test = min(max(n_test, 1), len(shuffled) - 1)
+            test_idx.update(shuffled[:n_test])
+        if not test_idx and len(self.examples) >= 2:  # only single-example classes: still test something
+            test_idx.add(stratified_order(self.examples, seed)[0])
         train = [ex for i, ex in enumerate(self.examples) if i not in test_idx]
         test = [ex for i, ex in enumerate(self.examples) if i in test_idx]
         return (Dataset(self.spec, train, self.label_names, dict(self.meta, split="train")),
                 Dataset(self.spec, test, self.label_names, dict(self.meta, split="test")))
 
 
-def stratified_order(examples: list[dict], seed: int) -> list[int]:
-    """Indices shuffled with ``seed`` and interleaved across labels, so any prefix is class-balanced."""
-    rng = np.random.default_rng(seed)
+def _groups(examples: list[dict]) -> list[tuple[Any, list[int]]]:
+    """Indices per label, labels in a fixed order."""
     groups: dict[Any, list[int]] = {}
     for i, ex in enumerate(examples):
         groups.setdefault(ex.get("label"), []).append(i)
-    shuffled = [list(rng.permutation(g)) for _, g in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+    return sorted(groups.items(), key=lambda kv: str(kv[0]))
+
+
+def stratified_order(examples: list[dict], seed: int) -> list[int]:
+    """Indices shuffled with ``seed`` and interleaved across labels, so any prefix is class-balanced."""
+    rng = np.random.default_rng(seed)
+    shuffled = [list(rng.permutation(g)) for _, g in _groups(examples)]
     order: list[int] = []
     while any(shuffled):
         for g in shuffled:
@@ -129,17 +150,29 @@ def _existing(path: str, what: str) -> Path:
     return p
 
 
+def _label_sort_key(name: str) -> tuple:
+    """Integer labels in numeric order, then the others alphabetically. Only ASCII digits count as a number:
+    ``"²".isdigit()`` is True but ``int("²")`` fails."""
+    is_int = re.fullmatch(r"-?[0-9]+", name) is not None
+    return (not is_int, int(name) if is_int else 0, name)
+
+
 def _labelled(rows: list[dict], spec: str, options: DatasetOptions, available: list[str]) -> Dataset:
     if options.text_column not in available:
         raise SqueezebenchError(
             f"dataset {spec!r} has no column {options.text_column!r} (columns: {', '.join(available)}); "
             "pass --text-column")
     have_labels = options.label_column is not None and options.label_column in available
+    for n, r in enumerate(rows, 1):
+        for col in (options.text_column, options.label_column if have_labels else None):
+            if col is not None and r.get(col) is None:
+                raise SqueezebenchError(f"dataset {spec!r}: row {n} has no value in column {col!r}; "
+                                        "fill it in or remove the row")
     raw_labels = [r[options.label_column] for r in rows] if have_labels else None
     label_names = None
     examples = []
     if raw_labels is not None:
-        label_names = sorted({str(v) for v in raw_labels}, key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+        label_names = sorted({str(v) for v in raw_labels}, key=_label_sort_key)
         index = {name: i for i, name in enumerate(label_names)}
         for r, lab in zip(rows, raw_labels):
             examples.append({"text": str(r[options.text_column]), "label": index[str(lab)]})
@@ -148,27 +181,55 @@ def _labelled(rows: list[dict], spec: str, options: DatasetOptions, available: l
     return Dataset(spec, examples, label_names, {"columns": available, "has_labels": have_labels})
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The whole file as UTF-8 (BOM stripped), or one line saying where it is not UTF-8 and what to do."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SqueezebenchError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SqueezebenchError(
+            f"{what} {str(path)!r} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); re-save it as "
+            f"UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT") from None
+
+
 def _csv(arg: str, options: DatasetOptions) -> Dataset:
     path = _existing(arg, "CSV file")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    text = _read_text(path, "CSV file")
+    if not text.strip():
+        raise SqueezebenchError(f"CSV file {arg!r} is empty; it needs a header line and at least one row")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         rows = list(reader)
         cols = list(reader.fieldnames or [])
+    except csv.Error as exc:
+        raise SqueezebenchError(f"CSV file {arg!r} cannot be parsed (line {reader.line_num}: {exc})") from None
+    if not rows:
+        raise SqueezebenchError(f"CSV file {arg!r} has a header but no rows; add at least one example")
     return _labelled(rows, f"csv:{arg}", options, cols)
 
 
 def _jsonl(arg: str, options: DatasetOptions) -> Dataset:
     path = _existing(arg, "JSONL file")
-    rows, cols = [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SqueezebenchError(f"{arg}:{n} is not valid JSON ({exc.msg})") from None
-                rows.append(row)
-                cols.extend(k for k in row if k not in cols)
+    rows: list[dict] = []
+    cols: list[str] = []
+    for n, line in enumerate(_read_text(path, "JSONL file").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise SqueezebenchError(f"{arg}:{n} is not valid JSON ({why})") from None
+            if not isinstance(row, dict):
+                raise SqueezebenchError(f"{arg}:{n} is a JSON {type(row).__name__}, not an object; each line must "
+                                        'be one object like {"text": "...", "label": "..."}')
+            rows.append(row)
+            cols.extend(k for k in row if k not in cols)
+    if not rows:
+        raise SqueezebenchError(f"JSONL file {arg!r} is empty; it needs one JSON object per line")
     return _labelled(rows, f"jsonl:{arg}", options, cols)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
-from squeezebench.tasks.base import EvalProtocol as Protocol, EvalResult, Executable, Task, register_task
+from squeezebench.tasks.base import EvalProtocol as Protocol, EvalResult, Executable, register_task
 from squeezebench.tasks.metrics import COSINE, bootstrap_ci, chance_flag, classification_metrics, metric_value
 
 
@@ -37,7 +37,7 @@ def embed(run: Executable, bundle, texts: list[str], protocol: Protocol) -> np.n
 
 
 @register_task
-class SentenceEmbedding(Task):
+class SentenceEmbedding(text_common.TextTask):
     name = "sentence-embedding"
     version = 1
     auto_class = "AutoModel"
@@ -45,12 +45,6 @@ class SentenceEmbedding(Task):
     input_names = ("input_ids", "attention_mask")
     output_kind = "embedding"
     needs_labels = True
-
-    def attach_preprocessing(self, bundle, where, kwargs):
-        text_common.load_tokenizer(bundle, where, kwargs)
-
-    def save_preprocessing(self, bundle, directory):
-        text_common.save_tokenizer(bundle, directory)
 
     def wrap(self, bundle):
         return MeanPooledEmbedding(bundle.module)

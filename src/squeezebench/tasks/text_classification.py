@@ -9,7 +9,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
-from squeezebench.tasks.base import EvalResult, Task, register_task
+from squeezebench.tasks.base import EvalResult, register_task
 from squeezebench.tasks.classification_common import score_logits
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def label_mapping(model_labels: list[str] | None, data_labels: list[str] | None)
 
 
 @register_task
-class TextClassification(Task):
+class TextClassification(text_common.TextTask):
     name = "text-classification"
     version = 1
     auto_class = "AutoModelForSequenceClassification"
@@ -46,12 +46,6 @@ class TextClassification(Task):
     needs_labels = True
     labels_from_model = True
     calibration_held_out = False  # calibration inputs are drawn from the scored data
-
-    def attach_preprocessing(self, bundle, where, kwargs):
-        text_common.load_tokenizer(bundle, where, kwargs)
-
-    def save_preprocessing(self, bundle, directory):
-        text_common.save_tokenizer(bundle, directory)
 
     def wrap(self, bundle):
         return SequenceLogits(bundle.module)

@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 
 from squeezebench.errors import SqueezebenchError
+from squeezebench.tasks.base import Task
 
 
 def load_tokenizer(bundle, where: str, kwargs: dict) -> None:
@@ -44,3 +45,15 @@ def batches(bundle, texts: list[str], batch_size: int, max_len: int) -> Iterator
         enc = bundle.tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_len,
                                return_tensors="pt")
         yield {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+class TextTask(Task):
+    """Base of the tasks fed by a tokenizer: loads it with the model, saves it beside every artifact."""
+
+    input_kind = "text"
+
+    def attach_preprocessing(self, bundle, where, kwargs):
+        load_tokenizer(bundle, where, kwargs)
+
+    def save_preprocessing(self, bundle, directory):
+        save_tokenizer(bundle, directory)
