@@ -35,8 +35,8 @@ def main() -> int:
     args = ap.parse_args()
     latest: dict[str, dict] = {}
     for r in iter_records([args.results]):
-        if r.get("status") == "ok" and r["device"] == "cpu" and r["model"]["name"] == args.model:
-            latest[r["method"]] = r
+        if r.ok and r.device == "cpu" and r.model.name == args.model:
+            latest[r.method] = dict(r.dump(), _file=r.source_file)
     methods = ["original"] + [m for m in args.methods if m != "original"]
     missing = [m for m in methods if m not in latest]
     if missing:

@@ -83,8 +83,8 @@ def main() -> int:
     ap.add_argument("--model")
     ap.add_argument("--iters", type=int, default=0, help="plain-loop iterations (default: the record's count)")
     args = ap.parse_args()
-    recs = [r for r in iter_records([args.results]) if r.get("status") == "ok" and r["device"] == "cpu"
-            and r["method"] == args.method and (args.model is None or r["model"]["name"] == args.model)]
+    recs = [dict(r.dump(), _file=r.source_file) for r in iter_records([args.results])
+            if r.ok and r.device == "cpu" and r.method == args.method and (args.model is None or r.model.name == args.model)]
     if not recs:
         print(f"no ok CPU record of method {args.method!r} in {args.results}", file=sys.stderr)
         return 2
