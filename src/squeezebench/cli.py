@@ -35,6 +35,11 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _prompt(text: str) -> str:
+    """A prompt template as typed in a shell: \\n and \\t stand for a line break and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when present)")
     p.add_argument("--limit", type=_positive_int, help="use a deterministic, class-balanced subset of N examples")
@@ -50,7 +55,8 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ppl-window", type=_positive_int, default=512)
     p.add_argument("--ppl-stride", type=_positive_int, default=256)
     p.add_argument("--ppl-max-tokens", type=_positive_int, default=8192)
-    p.add_argument("--gen-tokens", type=_positive_int, default=32, help="tokens generated for decode speed")
+    p.add_argument("--gen-tokens", type=_positive_int, default=32,
+                   help="tokens generated for decode speed; text-generation's max new tokens (default 32)")
     p.add_argument("--calibration-samples", type=_positive_int, default=32)
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     p.add_argument("--team", default="local", help="team name recorded with every result")
@@ -71,10 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", required=True, help="see `squeezebench tasks`")
     run.add_argument("--methods", nargs="+", default=["original"],
                      help="methods or chains, e.g. original fp16 int4-weight-only:group_size=64 a+b")
-    run.add_argument("--dataset", help="bbc-news, csv:PATH, jsonl:PATH, text-dir:PATH, image-dir:PATH, "
-                     "imagenet-sample:PATH, hf:NAME[:SPLIT] (default: the task's)")
+    run.add_argument("--dataset", help="bbc-news, bbc-headlines, csv:PATH, jsonl:PATH, text-dir:PATH, image-dir:PATH, "
+                     "imagenet-sample:PATH, conll:PATH, hf:NAME[:SPLIT] (default: the task's)")
     run.add_argument("--text-column", default="text")
     run.add_argument("--label-column", default="label")
+    run.add_argument("--input-column", help="text-generation input column of csv:/jsonl: (default: --text-column)")
+    run.add_argument("--target-column", help="text-generation reference column of csv:/jsonl:")
+    run.add_argument("--prompt", type=_prompt, help="text-generation prompt with {text}, e.g. "
+                     "'Title for this article: {text}\\n' (default: the tokenizer's chat template)")
     run.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
     run.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
                      "(default: tokenizer files beside the .onnx file)")
@@ -102,7 +112,8 @@ def _protocol(args):
                     limit=args.limit, seed=args.seed, threads=args.threads, warmup_iters=args.warmup,
                     min_iters=args.min_iters, min_time_s=args.min_time, max_time_s=args.max_time,
                     ppl_window=args.ppl_window, ppl_stride=args.ppl_stride, ppl_max_tokens=args.ppl_max_tokens,
-                    gen_new_tokens=args.gen_tokens, calibration_samples=args.calibration_samples)
+                    gen_new_tokens=args.gen_tokens, calibration_samples=args.calibration_samples,
+                    gen_prompt=getattr(args, "prompt", None))
 
 
 def _default_devices() -> list[str]:
@@ -130,10 +141,14 @@ def _run(config) -> int:
 def cmd_run(args) -> int:
     from squeezebench.runner import RunConfig
     from squeezebench.tasks.data import DatasetOptions
+    from squeezebench.tasks.text_generation import check_prompt
 
+    if args.prompt is not None:
+        check_prompt(args.prompt)
     config = RunConfig(models=args.model, task=args.task, methods=args.methods,
                        devices=args.devices or _default_devices(), dataset=args.dataset,
-                       dataset_options=DatasetOptions(args.text_column, args.label_column or None),
+                       dataset_options=DatasetOptions(args.text_column, args.label_column or None,
+                                                      args.input_column, args.target_column),
                        protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
                        trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
                        command="squeezebench " + shlex.join(sys.argv[1:]))
@@ -186,6 +201,8 @@ def cmd_tasks(args) -> int:
 
     for name, task in TASKS.items():
         print(f"{name:22s} v{task.version}  primary metric: {task.primary_metric}; default dataset: {task.default_dataset}")
+        if task.metrics:
+            print(f"{'':22s}     metrics: {', '.join(task.metrics)}")
     print("\nmetrics:")
     for name, m in METRICS.items():
         arrow = "higher is better" if m.higher_is_better else "lower is better"

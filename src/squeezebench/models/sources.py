@@ -178,7 +178,6 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         raise SqueezebenchError("an ONNX file is run by its runtime; use it with an export-free method list")
     import transformers
 
-    auto = getattr(transformers, task.auto_class)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if kind == "gguf":
         try:
@@ -192,8 +191,15 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         kwargs["trust_remote_code"] = tok_kwargs_trc = bool(source.get("trust_remote_code"))
         kwargs["use_safetensors"] = None  # prefer safetensors, allow weights_only pickles
         tok_kwargs = {"trust_remote_code": tok_kwargs_trc}
+    config_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+    try:
+        config = transformers.AutoConfig.from_pretrained(where, **config_kwargs)
+    except (OSError, ValueError) as exc:
+        if kind == "gguf":
+            raise SqueezebenchError(f"cannot load GGUF file {source['path']!r}: {str(exc).splitlines()[0]}") from None
+        raise _hub_error(source, exc) from None
+    auto = getattr(transformers, task.auto_class_for(config))
     if num_labels and task.name in ("text-classification", "image-classification"):
-        config_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
         if not _has_named_labels(where, config_kwargs):
             kwargs["num_labels"] = num_labels
     try:
@@ -241,7 +247,7 @@ def build_skeleton(source: dict[str, Any], task: Any, directory: Path) -> ModelB
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=bool(source.get("trust_remote_code")))
-    auto = getattr(transformers, task.auto_class)
+    auto = getattr(transformers, task.auto_class_for(config))
     module = auto.from_config(config, dtype=torch.float32,
                               trust_remote_code=bool(source.get("trust_remote_code")))
     module.eval()

@@ -193,6 +193,7 @@ def quality_cell(row: Row) -> str:
                 text += f" ({_pct(value, ref['value'])})"
     others = row.any["quality"]["metrics"]
     for extra, label in (("cosine_to_original", "cos"), ("top1_agreement", "agree"), ("top5_accuracy", "top5"),
+                         ("chrf", "chrF"), ("rouge_l", "ROUGE-L"), ("output_agreement", "same output"),
                          ("decode_tokens_per_s", "decode tok/s"), ("time_to_first_token", "TTFT ms")):
         if extra in others:
             v = others[extra]["value"]

@@ -35,6 +35,7 @@ class Protocol:
     gen_prompt_tokens: int = 64
     gen_new_tokens: int = 32
     gen_repeats: int = 3
+    gen_prompt: Optional[str] = None  # text-generation prompt template with {text}; None: chat template/default
     test_fraction: float = 0.5
     calibration_samples: int = 32
 
@@ -54,9 +55,15 @@ class Task:
     version: int = 1
     auto_class: str = "AutoModel"
     primary_metric: str = ""
+    metrics: tuple[str, ...] = ()  # every metric evaluate() may record, for listings (primary first)
     default_dataset: str = "bbc-news"
     input_names: tuple[str, ...] = ()
     output_kind: str = "logits"  # what wrap() returns: "logits" (last dim = classes) or "embedding"
+
+    def auto_class_for(self, config) -> str:
+        """The transformers Auto class that loads this task's model from ``config`` (raise SqueezebenchError
+        for a model of the wrong kind)."""
+        return self.auto_class
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "primary_metric": self.primary_metric}
