@@ -126,7 +126,7 @@ class TextGeneration(Task):
         template = dataset.meta.get("prompt", PLACEHOLDER)
         if getattr(bundle.tokenizer, "chat_template", None):
             return template, "tokenizer chat template, one user message"
-        return template, "prompt template (dataset default)"
+        return template, "prompt template (dataset default)" if template != PLACEHOLDER else "the input as is"
 
     def prepare(self, dataset, bundle, protocol):
         text_common.require_text(bundle)
