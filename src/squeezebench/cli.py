@@ -52,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", required=True, help="see `squeezebench tasks`")
     run.add_argument("--methods", nargs="+", default=["original"],
                      help="methods or chains, e.g. original fp16 int4-weight-only:group_size=64 a+b")
-    run.add_argument("--dataset", help="bbc-news, csv:PATH, jsonl:PATH, text-dir:PATH, image-dir:PATH, "
-                     "imagenet-sample:PATH, hf:NAME[:SPLIT] (default: the task's)")
+    run.add_argument("--dataset", help="bbc-news, bbc-headlines, csv:PATH, jsonl:PATH, text-dir:PATH, image-dir:PATH, "
+                     "imagenet-sample:PATH, conll:PATH, hf:NAME[:SPLIT] (default: the task's)")
     run.add_argument("--text-column", default="text")
     run.add_argument("--label-column", default="label")
+    run.add_argument("--input-column", help="text-generation input column of csv:/jsonl: (default: --text-column)")
+    run.add_argument("--target-column", help="text-generation reference column of csv:/jsonl:")
     run.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
     run.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
                      "(default: tokenizer files beside the .onnx file)")
@@ -121,10 +123,10 @@ def _run(config) -> int:
 def cmd_run(args) -> int:
     from squeezebench.runner import RunConfig
     from squeezebench.tasks.data import DatasetOptions
-
     config = RunConfig(models=args.model, task=args.task, methods=args.methods,
                        devices=args.devices or _default_devices(), dataset=args.dataset,
-                       dataset_options=DatasetOptions(args.text_column, args.label_column or None),
+                       dataset_options=DatasetOptions(args.text_column, args.label_column or None,
+                                                      args.input_column, args.target_column),
                        protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
                        trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
                        command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin)
@@ -212,6 +214,8 @@ def cmd_tasks(args) -> int:
 
     for name, task in TASKS.items():
         print(f"{name:22s} v{task.version}  primary metric: {task.primary_metric}; default dataset: {task.default_dataset}")
+        if task.metrics:
+            print(f"{'':22s}     metrics: {', '.join(task.metrics)}")
     print("\nmetrics:")
     for name, m in METRICS.items():
         arrow = "higher is better" if m.higher_is_better else "lower is better"

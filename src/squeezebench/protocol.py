@@ -62,7 +62,7 @@ def cli_fields() -> Iterator[tuple[dataclasses.Field, type]]:
 def add_arguments(parser: Any) -> None:
     """Add one option per protocol field to an argparse parser (dest = the field's name)."""
     for f, typ in cli_fields():
-        parser.add_argument(flag_name(f), dest=f.name, type=typ, default=f.default,
+        parser.add_argument(flag_name(f), dest=f.name, type=f.metadata.get("type", typ), default=f.default,
                             help=f"{f.metadata.get('help', '')} (default {f.default})")
 
 

@@ -11,6 +11,7 @@ from squeezebench.results.schema import MetricValue, Quality
 
 # secondary metrics shown after the primary one, with their short labels
 SHOWN_EXTRAS = (("cosine_to_original", "cos"), ("top1_agreement", "agree"), ("top5_accuracy", "top5"),
+                ("chrf", "chrF"), ("rouge_l", "ROUGE-L"), ("output_agreement", "same output"),
                 ("decode_tokens_per_s", "decode tok/s"), ("time_to_first_token", "TTFT ms"))
 
 

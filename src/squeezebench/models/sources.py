@@ -142,16 +142,6 @@ def _hub_error(source: dict[str, Any], exc: Exception) -> SqueezebenchError:
     return SqueezebenchError(f"cannot load model from {source['id']!r}: {msg}")
 
 
-def _config_or_none(where: str, kwargs: dict[str, Any]) -> Any:
-    """The model's config when it can be read without loading weights (tasks pick their Auto class from it)."""
-    import transformers
-
-    try:
-        return transformers.AutoConfig.from_pretrained(where, **kwargs)
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _has_named_labels(where: str, kwargs: dict[str, Any]) -> bool:
     import transformers
 
@@ -202,7 +192,13 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         kwargs["use_safetensors"] = None  # prefer safetensors, allow weights_only pickles
         tok_kwargs = {"trust_remote_code": tok_kwargs_trc}
     config_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
-    auto = getattr(transformers, task.auto_class_for(_config_or_none(where, config_kwargs)))
+    try:
+        config = transformers.AutoConfig.from_pretrained(where, **config_kwargs)
+    except (OSError, ValueError) as exc:
+        if kind == "gguf":
+            raise SqueezebenchError(f"cannot load GGUF file {source['path']!r}: {str(exc).splitlines()[0]}") from None
+        raise _hub_error(source, exc) from None
+    auto = getattr(transformers, task.auto_class_for(config))
     if num_labels and task.labels_from_model:
         if not _has_named_labels(where, config_kwargs):
             kwargs["num_labels"] = num_labels

@@ -6,4 +6,6 @@ from squeezebench.tasks import (  # noqa: F401  (registration)
     image_classification,
     sentence_embedding,
     text_classification,
+    text_generation,
+    token_classification,
 )

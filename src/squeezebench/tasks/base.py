@@ -37,6 +37,15 @@ class EvalProtocol:
                                                       "help": "tokens generated for decode speed", "positive": True})
     gen_repeats: int = field(default=3, metadata={"cli": False})
     test_fraction: float = field(default=0.5, metadata={"cli": False})
+    gen_prompt: Optional[str] = field(default=None, metadata={
+        "flag": "--prompt", "type": lambda text: text.replace("\\n", "\n").replace("\\t", "\t"),
+        "help": "text-generation prompt with {text}, e.g. 'Title for this article: {text}\\n' (\\n: a line "
+                "break; default: the tokenizer's chat template)"})
+
+    def __post_init__(self):
+        if self.gen_prompt is not None and "{text}" not in self.gen_prompt:
+            raise SqueezebenchError(f"--prompt {self.gen_prompt!r} has no {{text}} placeholder; put {{text}} where the "
+                                    "input text goes, e.g. --prompt 'Title for this article: {text}\\n'")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Task:
     version: int = 1
     auto_class: str = "AutoModel"
     primary_metric: str = ""
+    metrics: tuple[str, ...] = ()  # every metric evaluate() may record, for listings (primary first)
     default_dataset: str = "bbc-news"
     input_names: tuple[str, ...] = ()
     output_kind: str = "logits"  # what wrap() returns: "logits" (last dim = classes) or "embedding"
@@ -69,6 +79,11 @@ class Task:
     needs_labels: bool = False  # every example must have a label
     labels_from_model: bool = False  # the model's own head names the classes (id2label); a base model gets a new head
     calibration_held_out: bool = True  # calibration inputs come from data that is never scored
+
+    def auto_class_for(self, config) -> str:
+        """The transformers Auto class that loads this task's model from ``config`` (raise SqueezebenchError
+        for a model of the wrong kind)."""
+        return self.auto_class
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "primary_metric": self.primary_metric}
@@ -80,10 +95,6 @@ class Task:
         if self.needs_labels and any("label" not in ex for ex in dataset.examples):
             raise SqueezebenchError(f"dataset {dataset.spec!r} has no labels, which {self.name} needs "
                                     "(pass --label-column)")
-
-    def auto_class_for(self, config: Any) -> str:
-        """The transformers Auto class that loads a model with ``config`` for this task."""
-        return self.auto_class
 
     # --- model side -------------------------------------------------------------------------------
     def attach_preprocessing(self, bundle, where: str, kwargs: dict) -> None:

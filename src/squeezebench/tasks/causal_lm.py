@@ -8,9 +8,6 @@ scored once, with at least ``ppl_window - ppl_stride`` tokens of context after t
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,22 +15,11 @@ import torch
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
 from squeezebench.tasks.base import EvalResult, Executable, register_task
-from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, PPL_RATIO, TTFT, bootstrap_ci, metric_value,
-                                        paired_bootstrap_ci)
+from squeezebench.tasks.generation_common import NextTokenLogits, speed_metrics
+from squeezebench.tasks.metrics import AGREEMENT, PERPLEXITY, PPL_RATIO, bootstrap_ci, metric_value, paired_bootstrap_ci
 
 
 CALIBRATION_MAX_TOKENS = 1 << 20  # tokens of calibration text kept (BBC News outside a subset: ~1M)
-
-
-class NextTokenLogits(torch.nn.Module):
-    """forward(input_ids) -> logits of every position."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, use_cache=False).logits
 
 
 def window_nll(run: Executable, ids: torch.Tensor, window: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,33 +48,6 @@ def window_nll(run: Executable, ids: torch.Tensor, window: int, stride: int) -> 
 
 def perplexity_from(sums: np.ndarray, counts: np.ndarray) -> float:
     return float(np.exp(sums.sum() / counts.sum()))
-
-
-@torch.no_grad()
-def generation_speed(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, repeats: int,
-                     device: str) -> dict[str, Any]:
-    """Median time to first token and decode tokens/s of greedy generation of a fixed length."""
-
-    def timed(n: int) -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                             pad_token_id=model.generation_config.pad_token_id or model.config.eos_token_id)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if out.shape[1] - prompt.shape[1] != n:
-            raise RuntimeError("generation stopped early")
-        return time.perf_counter() - t0
-
-    timed(2)  # warm-up
-    ttfts, decode_rates = [], []
-    for _ in range(repeats):
-        first = timed(1)
-        full = timed(new_tokens)
-        ttfts.append(first * 1e3)
-        decode_rates.append((new_tokens - 1) / max(full - first, 1e-9))
-    return {"ttft_ms": ttfts, "decode_tokens_per_s": decode_rates}
 
 
 @register_task
@@ -163,22 +122,9 @@ class CausalLM(text_common.TextTask):
                  "tokenizer_name": getattr(tok, "name_or_path", ""), "vocab_size": len(tok),
                  "dataset_fingerprint": data["dataset"].fingerprint(), "documents": len(data["dataset"].examples),
                  "joiner": "\\n\\n", "first_token_scored": False}
-        flags: list[str] = []
-        model = bundle.module
-        if model is not None and hasattr(model, "generate"):
-            device = str(next(iter(model.parameters()), torch.empty(0)).device)
-            prompt = data["ids"][: protocol.gen_prompt_tokens].unsqueeze(0).to(device)
-            try:
-                gen = generation_speed(model, prompt, protocol.gen_new_tokens, protocol.gen_repeats, device)
-                metrics["time_to_first_token"] = metric_value(TTFT, statistics.median(gen["ttft_ms"]), protocol.gen_repeats,
-                                                              samples=gen["ttft_ms"])
-                metrics["decode_tokens_per_s"] = metric_value(DECODE, statistics.median(gen["decode_tokens_per_s"]),
-                                                              protocol.gen_repeats, samples=gen["decode_tokens_per_s"])
-                proto.update(gen_prompt_tokens=protocol.gen_prompt_tokens, gen_new_tokens=protocol.gen_new_tokens,
-                             gen_decoding="greedy, KV cache, transformers generate")
-            except (RuntimeError, TypeError, ValueError) as exc:
-                flags.append(f"generation not measured: {str(exc).splitlines()[0][:120]}")
-        else:
-            proto["generation"] = "not measured: this runtime has no generate()"
+        speed, speed_proto, flags = speed_metrics(run, bundle, data["ids"][: protocol.gen_prompt_tokens].unsqueeze(0),
+                                                  protocol)
+        metrics.update(speed)
+        proto.update(speed_proto)
         return EvalResult(metrics, flags, proto, {"predictions": preds, "window_nll_sums": sums,
                                                   "window_tokens": counts})

@@ -2,7 +2,7 @@
 
 Dataset strings say their kind explicitly: ``bbc-news``, ``csv:PATH``, ``jsonl:PATH``, ``text-dir:PATH``,
 ``image-dir:PATH`` (one sub-folder per class), ``imagenet-sample:PATH`` (``<wnid>_<name>.JPEG`` files),
-``hf:NAME[:SPLIT]``.
+``hf:NAME[:SPLIT]``. ``bbc-headlines`` lives in data_text.py, ``conll:PATH`` in data_conll.py.
 
 Text files are read as UTF-8 (a BOM is allowed) and nothing else: a file in another encoding (e.g. Latin-1)
 is refused with the position of the first bad byte and how to convert it, rather than decoded by a guess
@@ -34,7 +34,9 @@ FILE_FIELDS = ("image", "audio")  # example fields that hold a path to the data 
 
 @dataclass
 class Dataset:
-    """Examples are dicts with ``text`` or ``image`` (a path) and, when labelled, an int ``label``."""
+    """Examples are dicts with ``text`` or ``image`` (a path) and, when labelled, an int ``label``; generation
+    examples carry a reference ``target`` string, token-classification ones ``tokens`` and their ``tags``
+    (indices into ``label_names``)."""
 
     spec: str
     examples: list[dict[str, Any]]
@@ -46,6 +48,9 @@ class Dataset:
         for ex in self.examples:
             h.update(str(ex.get("text", ex.get("image", ""))).encode("utf-8", "replace"))
             h.update(str(ex.get("label", "")).encode())
+            for key in ("target", "tags"):  # references of generation and token-classification examples
+                if key in ex:
+                    h.update(f"{key}={ex[key]}".encode("utf-8", "replace"))
         return h.hexdigest()[:16]
 
     def content_fingerprint(self) -> str:
@@ -126,6 +131,8 @@ def stratified_order(examples: list[dict], seed: int) -> list[int]:
 class DatasetOptions:
     text_column: str = "text"
     label_column: Optional[str] = "label"
+    input_column: Optional[str] = None  # generation input (default: text_column)
+    target_column: Optional[str] = None  # generation reference, kept as example["target"]
 
 
 DATASETS: Registry[Callable[[str, DatasetOptions], Dataset]] = Registry("dataset kind")
@@ -158,26 +165,34 @@ def _label_sort_key(name: str) -> tuple:
 
 
 def _labelled(rows: list[dict], spec: str, options: DatasetOptions, available: list[str]) -> Dataset:
-    if options.text_column not in available:
-        raise SqueezebenchError(
-            f"dataset {spec!r} has no column {options.text_column!r} (columns: {', '.join(available)}); "
-            "pass --text-column")
+    text_column = options.input_column or options.text_column
+    flag = "--input-column" if options.input_column else "--text-column"
+    for column, what in ((text_column, flag), (options.target_column, "--target-column")):
+        if column is not None and column not in available:
+            raise SqueezebenchError(
+                f"dataset {spec!r} has no column {column!r} (columns: {', '.join(available)}); pass {what}")
     have_labels = options.label_column is not None and options.label_column in available
     for n, r in enumerate(rows, 1):
-        for col in (options.text_column, options.label_column if have_labels else None):
+        for col in (text_column, options.label_column if have_labels else None):
             if col is not None and r.get(col) is None:
                 raise SqueezebenchError(f"dataset {spec!r}: row {n} has no value in column {col!r}; "
                                         "fill it in or remove the row")
     raw_labels = [r[options.label_column] for r in rows] if have_labels else None
     label_names = None
-    examples = []
+    examples = [{"text": str(r[text_column])} for r in rows]
     if raw_labels is not None:
         label_names = sorted({str(v) for v in raw_labels}, key=_label_sort_key)
         index = {name: i for i, name in enumerate(label_names)}
-        for r, lab in zip(rows, raw_labels):
-            examples.append({"text": str(r[options.text_column]), "label": index[str(lab)]})
-    else:
-        examples = [{"text": str(r[options.text_column])} for r in rows]
+        for ex, lab in zip(examples, raw_labels):
+            ex["label"] = index[str(lab)]
+    if options.target_column is not None:
+        for ex, r in zip(examples, rows):
+            value = r.get(options.target_column)
+            ex["target"] = "" if value is None else str(value)
+        empty = [i for i, ex in enumerate(examples) if not ex["target"].strip()]
+        if empty:
+            raise SqueezebenchError(f"dataset {spec!r} has {len(empty)} empty reference(s) in column "
+                                    f"{options.target_column!r} (first: row {empty[0] + 1}); fill or drop them")
     return Dataset(spec, examples, label_names, {"columns": available, "has_labels": have_labels})
 
 
@@ -292,6 +307,10 @@ def _hf(arg: str, options: DatasetOptions) -> Dataset:
         ds = datasets.load_dataset(name, split=split or "test")
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; one line for the user
         raise SqueezebenchError(f"cannot load dataset {name!r} from the Hugging Face Hub: {str(exc).splitlines()[0]}") from None
+    if "tokens" in ds.column_names:  # token classification (e.g. conll2003): tokens plus a tag sequence
+        from squeezebench.tasks.data_conll import from_hf
+
+        return from_hf(ds, f"hf:{arg}", options)
     return _labelled(list(ds), f"hf:{arg}", options, list(ds.column_names))
 
 

@@ -39,6 +39,14 @@ PPL_RATIO = _metric("perplexity_ratio_to_original", "ratio", False, 1,
                     "perplexity / the original variant's on the same windows (paired bootstrap interval)")
 TTFT = _metric("time_to_first_token", "ms", False, 1, "prompt prefill plus first generated token, median")
 DECODE = _metric("decode_tokens_per_s", "tokens/s", True, 1, "generated tokens after the first, per second, median")
+BLEU = _metric("bleu", "score 0-100", True, 1, "corpus BLEU of generated texts against references (sacrebleu)")
+CHRF = _metric("chrf", "score 0-100", True, 1, "corpus chrF of generated texts against references (sacrebleu)")
+ROUGE_L = _metric("rouge_l", "score 0-100", True, 1, "mean ROUGE-L F-measure of generated texts (rouge-score)")
+ENTITY_F1 = _metric("entity_f1", "fraction", True, 1, "micro F1 of predicted entities (seqeval, exact span and type)")
+ENTITY_PRECISION = _metric("entity_precision", "fraction", True, 1, "share of predicted entities that are gold (seqeval)")
+ENTITY_RECALL = _metric("entity_recall", "fraction", True, 1, "share of gold entities that are predicted (seqeval)")
+OUTPUT_AGREEMENT = _metric("output_agreement", "fraction", True, 1,
+                           "share of outputs (generated texts, tag sequences) identical to the original variant's")
 
 
 def metric_value(metric: Metric, value: float, n: int, ci: Optional[tuple[float, float]] = None, **extra) -> dict:
