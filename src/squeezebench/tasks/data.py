@@ -89,6 +89,7 @@ def stratified_order(examples: list[dict], seed: int) -> list[int]:
 class DatasetOptions:
     text_column: str = "text"
     label_column: Optional[str] = "label"
+    audio_column: str = "audio"
 
 
 DATASETS: Registry[Callable[[str, DatasetOptions], Dataset]] = Registry("dataset kind")
@@ -114,6 +115,10 @@ def _existing(path: str, what: str) -> Path:
 
 
 def _labelled(rows: list[dict], spec: str, options: DatasetOptions, available: list[str]) -> Dataset:
+    if options.audio_column in available:  # speech rows (audio path + transcript)
+        from squeezebench.tasks.data_audio import audio_rows
+
+        return audio_rows(rows, spec, options, available)
     if options.text_column not in available:
         raise SqueezebenchError(
             f"dataset {spec!r} has no column {options.text_column!r} (columns: {', '.join(available)}); "
