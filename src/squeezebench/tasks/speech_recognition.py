@@ -233,9 +233,10 @@ class SpeechRecognition(Task):
 
     def _decoder_ids(self, bundle, text: str) -> torch.Tensor:
         tok = bundle.tokenizer
-        ids = tok(" " + text.strip().lower().capitalize()).input_ids[:CALIBRATION_TOKENS]
+        n = min(CALIBRATION_TOKENS, int(getattr(bundle.module.config, "max_target_positions", CALIBRATION_TOKENS)))
+        ids = tok(" " + text.strip().lower().capitalize()).input_ids[:n]
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        return torch.tensor([ids + [pad] * (CALIBRATION_TOKENS - len(ids))], dtype=torch.long)
+        return torch.tensor([ids + [pad] * (n - len(ids))], dtype=torch.long)
 
     # --- evaluation -------------------------------------------------------------------------------
     def evaluate(self, run, bundle, data, protocol, reference):
@@ -283,6 +284,10 @@ class SpeechRecognition(Task):
             raise SqueezebenchError("this runtime cannot decode: it has neither generate_greedy() nor a PyTorch "
                                     "model with generate()")
         gen_kwargs = self._generate_kwargs(model)
+        max_new = MAX_NEW_TOKENS
+        positions = getattr(getattr(model, "config", None), "max_target_positions", None)
+        if positions:  # the decoder prompt (up to 4 tokens) and the new tokens must fit the positions
+            max_new = min(max_new, int(positions) - 4)
         tok = bundle.tokenizer
         special = set(tok.all_special_ids)
         hyps, flags = [], []
@@ -294,7 +299,7 @@ class SpeechRecognition(Task):
             feats = self._features(bundle, load_audio(ex["audio"], self._rate(bundle)), True)
             if generate_greedy is not None:
                 t0 = time.perf_counter()
-                ids = generate_greedy(feats, MAX_NEW_TOKENS)
+                ids = generate_greedy(feats, max_new)
                 decoder_s += time.perf_counter() - t0
             else:
                 from transformers.modeling_outputs import BaseModelOutput
@@ -306,13 +311,13 @@ class SpeechRecognition(Task):
                 device = next(model.parameters()).device
                 enc = BaseModelOutput(last_hidden_state=states.to(device, dtype))
                 t0 = time.perf_counter()
-                ids = model.generate(encoder_outputs=enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                ids = model.generate(encoder_outputs=enc, max_new_tokens=max_new, do_sample=False,
                                      num_beams=1, **gen_kwargs)
                 decoder_s += time.perf_counter() - t0
             seq = [int(t) for t in torch.as_tensor(ids)[0].tolist()]
             text_tokens = sum(1 for t in seq if t not in special)
             tokens += text_tokens + 1  # + end of text
-            truncated += text_tokens >= MAX_NEW_TOKENS - 1
+            truncated += text_tokens >= max_new - 1
             hyps.append(tok.decode(seq, skip_special_tokens=True).strip())
         transcribe_s = time.perf_counter() - t_all
         if generate_greedy is not None:  # the encoder ran inside generate_greedy: subtract its fixed-input time
@@ -327,10 +332,10 @@ class SpeechRecognition(Task):
         else:
             timing = "transformers generate() with precomputed encoder outputs"
         if truncated:
-            flags.append(f"{truncated} transcripts reached the {MAX_NEW_TOKENS}-token limit")
+            flags.append(f"{truncated} transcripts reached the {max_new}-token limit")
         return hyps, {"transcribe_s": transcribe_s, "decoder_s": decoder_s, "tokens": tokens, "flags": flags,
                       "decoder_timing": timing,
-                      "protocol": {"decoding": "greedy", "max_new_tokens": MAX_NEW_TOKENS, "encoder_s": encoder_s,
+                      "protocol": {"decoding": "greedy", "max_new_tokens": max_new, "encoder_s": encoder_s,
                                    "generation": "executable.generate_greedy" if generate_greedy else
                                    "encoder via the executable, decoder via transformers generate()",
                                    **{k: v for k, v in gen_kwargs.items()}}}
