@@ -23,7 +23,7 @@ from squeezebench.errors import SqueezebenchError
 
 log = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 # CTranslate2's DataType enum, in its order
 CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 CT2_BINARY_VERSIONS = (5, 6)
@@ -150,13 +150,24 @@ def whisper_state_dict(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return sd
 
 
-def whisper_config(v: dict[str, np.ndarray], ct2_config: dict[str, Any]):
-    """A WhisperConfig from the variable shapes; token ids follow the vocabulary (English-only or not)."""
+def special_ids(token_to_id: dict[str, int]) -> dict[str, int]:
+    """Whisper's special token ids, looked up in the package's tokenizer (English-only: end of text 50256, start
+    50257, no-timestamps 50362; multilingual: 50257, 50258, 50363)."""
+    names = {"eot": "<|endoftext|>", "sot": "<|startoftranscript|>", "no_timestamps": "<|notimestamps|>",
+             "prev": "<|startofprev|>", "transcribe": "<|transcribe|>", "translate": "<|translate|>"}
+    missing = [t for t in names.values() if t not in token_to_id]
+    if missing:
+        raise SqueezebenchError(f"the package's tokenizer.json lacks Whisper's special tokens {missing}")
+    return {k: int(token_to_id[t]) for k, t in names.items()}
+
+
+def whisper_config(v: dict[str, np.ndarray], ct2_config: dict[str, Any], ids: dict[str, int]):
+    """A WhisperConfig from the variable shapes and the tokenizer's special ids."""
     from transformers import WhisperConfig
 
     vocab, d_model = v["decoder/embeddings/weight"].shape
-    multilingual = vocab >= 51865
-    eot = 50257 if multilingual else 50256
+    multilingual = vocab >= 51865  # as OpenAI's code decides it
+    eot = ids["eot"]
     return WhisperConfig(
         vocab_size=int(vocab), num_mel_bins=int(v["encoder/conv1/weight"].shape[1]), d_model=int(d_model),
         encoder_layers=_layers(v, "encoder"), decoder_layers=_layers(v, "decoder"),
@@ -166,32 +177,31 @@ def whisper_config(v: dict[str, np.ndarray], ct2_config: dict[str, Any]):
         max_source_positions=int(v["encoder/position_encodings/encodings"].shape[0]),
         max_target_positions=int(v["decoder/position_encodings/encodings"].shape[0]),
         activation_function="gelu", scale_embedding=False, tie_word_embeddings=True,
-        pad_token_id=eot, bos_token_id=50257, eos_token_id=eot,
-        decoder_start_token_id=50258 if multilingual else 50257,
+        pad_token_id=eot, bos_token_id=ids["eot"] if multilingual else ids["sot"], eos_token_id=eot,
+        decoder_start_token_id=ids["sot"],
         suppress_tokens=list(ct2_config.get("suppress_ids", [])),
         begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [])),
     )
 
 
-def whisper_generation_config(config, ct2_config: dict[str, Any], id_to_token: dict[int, str]):
+def whisper_generation_config(config, ct2_config: dict[str, Any], ids: dict[str, int], id_to_token: dict[int, str]):
     """Whisper's generation settings from the package's config.json (what faster-whisper decodes with)."""
     from transformers import GenerationConfig
 
     multilingual = config.vocab_size >= 51865
-    offset = 1 if multilingual else 0  # the multilingual vocabulary has one more token before the specials
     gen: dict[str, Any] = {
-        "decoder_start_token_id": config.decoder_start_token_id, "bos_token_id": 50257,
+        "decoder_start_token_id": config.decoder_start_token_id, "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id,
         "suppress_tokens": list(ct2_config.get("suppress_ids", [])),
         "begin_suppress_tokens": list(ct2_config.get("suppress_ids_begin", [])),
         "alignment_heads": [list(h) for h in ct2_config.get("alignment_heads", [])],
-        "no_timestamps_token_id": 50362 + offset, "prev_sot_token_id": 50360 + offset,
+        "no_timestamps_token_id": ids["no_timestamps"], "prev_sot_token_id": ids["prev"],
         "max_initial_timestamp_index": 50, "max_length": config.max_target_positions,
         "return_timestamps": False, "is_multilingual": multilingual,
     }
     if multilingual:
         gen["lang_to_id"] = {id_to_token[i]: int(i) for i in ct2_config.get("lang_ids", []) if i in id_to_token}
-        gen["task_to_id"] = {"transcribe": 50359, "translate": 50358}
+        gen["task_to_id"] = {"transcribe": ids["transcribe"], "translate": ids["translate"]}
     return GenerationConfig(**gen)
 
 
@@ -231,7 +241,11 @@ def convert(parts: list[Path], package_dir: Path, out: Path) -> Path:
     if spec != "WhisperSpec":
         raise SqueezebenchError(f"{parts[0]} holds a CTranslate2 {spec}, not a WhisperSpec")
     ct2_config = json.loads((package_dir / "config.json").read_text())
-    config = whisper_config(variables, ct2_config)
+    token_to_id = json.loads((package_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    for added in json.loads((package_dir / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", []):
+        token_to_id[added["content"]] = added["id"]
+    ids = special_ids(token_to_id)
+    config = whisper_config(variables, ct2_config, ids)
     state = {k: torch.from_numpy(np.array(a, copy=True)) for k, a in whisper_state_dict(variables).items()}
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -247,8 +261,8 @@ def convert(parts: list[Path], package_dir: Path, out: Path) -> Path:
     tokenizer = WhisperTokenizer.from_pretrained(str(tmp), normalizer_file=str(norm_file) if norm_file else None,
                                                  unk_token="<|endoftext|>", bos_token="<|endoftext|>",
                                                  eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
-    whisper_generation_config(config, ct2_config, id_to_token).save_pretrained(tmp)
+    id_to_token = {i: t for t, i in token_to_id.items()}
+    whisper_generation_config(config, ct2_config, ids, id_to_token).save_pretrained(tmp)
     extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=16000)
     WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(tmp)
     (tmp / "squeezebench-conversion.json").write_text(json.dumps(
