@@ -157,3 +157,22 @@ def test_dataset_without_audio_is_one_line(ctc_dir, topic_csv):
     bundle = load_model(source_of(str(ctc_dir)), TASK)
     with pytest.raises(SqueezebenchError, match="has no audio"):
         TASK.prepare(load_dataset(f"csv:{topic_csv}"), bundle, fast_protocol())
+
+
+# --- methods on speech models -------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["whisper", "ctc"])
+def test_structured_pruning_and_weight_only_on_speech_models(which, whisper_dir, ctc_dir, two_utts, tmp_path):
+    """Whisper/wav2vec2 layers are found by prune-structured (heads + FFN, importance from calibration inputs that
+    reach the decoder); weight-only quantisation copes with wav2vec2's missing get_input_embeddings."""
+    from squeezebench.methods import MethodContext, apply_chain, parse_chain
+
+    bundle = load_model(source_of(str(whisper_dir if which == "whisper" else ctc_dir)), TASK)
+    p = fast_protocol()
+    data = TASK.prepare(two_utts, bundle, p)
+    inputs = TASK.example_inputs(bundle, data, p)
+    ctx = MethodContext(task=TASK, bundle=bundle, protocol=p, calibration=lambda n: TASK.calibration_inputs(bundle, data, p, n))
+    apply_chain(bundle, parse_chain("prune-structured:ratio=0.5+int4-weight-only:group_size=16"), ctx, tmp_path)
+    summary = ctx.facts["structured_summary"]
+    assert summary == ["2/4 heads, 32/64 FFN"] * (4 if which == "whisper" else 2)
+    assert "on calibration data" in ctx.notes[0]
+    assert torch.isfinite(TASK.wrap(bundle)(**inputs)).all()
