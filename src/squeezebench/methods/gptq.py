@@ -160,8 +160,7 @@ class _Stop(Exception):
 def target_linears(model: nn.Module, head: bool = True) -> dict[str, nn.Linear]:
     """The Linears a calibrated method quantizes itself, by qualified name: every ``nn.Linear``, heads only
     with ``head``, never a head tied to the input embeddings (``weight_only.quantize_model`` handles it)."""
-    get_in = getattr(model, "get_input_embeddings", None)
-    emb = get_in() if callable(get_in) else None
+    emb = weight_only.model_embeddings(model, "input")
     tied = getattr(emb, "weight", None)
     return {n: m for n, m in weight_only.linears_to_quantize(model, head) if tied is None or m.weight is not tied}
 

@@ -367,8 +367,22 @@ def _top(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return scores.topk(keep).indices.sort().values
 
 
+def _bart_like(m: nn.Module) -> Optional[dict[str, nn.Module]]:
+    """Whisper/BART/wav2vec2-like layers: self_attn or attention (q/k/v/out_proj, num_heads) and an FFN (fc1/fc2, or
+    feed_forward.intermediate_dense/output_dense). Cross-attention (Whisper's encoder_attn) is left whole."""
+    sa, ffn = getattr(m, "self_attn", None) or getattr(m, "attention", None), getattr(m, "feed_forward", None)
+    up, down = (getattr(m, "fc1", None), getattr(m, "fc2", None)) if hasattr(m, "fc1") else \
+        (getattr(ffn, "intermediate_dense", None), getattr(ffn, "output_dense", None))
+    if (sa is not None and hasattr(sa, "head_dim") and hasattr(sa, "num_heads") and isinstance(up, nn.Linear)
+            and isinstance(down, nn.Linear)
+            and all(isinstance(getattr(sa, k, None), nn.Linear) for k in ("q_proj", "k_proj", "v_proj", "out_proj"))):
+        return {"kind": "bart", "self": sa, "o": sa.out_proj, "up": up, "down": down}
+    return None
+
+
 def _transformer_layers(root: nn.Module) -> list[tuple[str, dict[str, nn.Module]]]:
-    """Known encoder/decoder layer shapes: BERT-like (attention.self/output, intermediate, output) and Llama-like."""
+    """Known encoder/decoder layer shapes: BERT-like (attention.self/output, intermediate, output), Llama-like
+    and Whisper/BART/wav2vec2-like."""
     found = []
     for name, m in root.named_modules():
         att = getattr(m, "attention", None)
@@ -384,6 +398,8 @@ def _transformer_layers(root: nn.Module) -> list[tuple[str, dict[str, nn.Module]
                 and all(hasattr(sa, k) for k in ("q_proj", "k_proj", "v_proj", "o_proj"))
                 and all(hasattr(mlp, k) for k in ("gate_proj", "up_proj", "down_proj"))):
             found.append((name, {"kind": "llama", "self": sa, "o": sa.o_proj, "mlp": mlp, "down": mlp.down_proj}))
+        elif (bart := _bart_like(m)) is not None:
+            found.append((name, bart))
     return found
 
 
@@ -393,7 +409,22 @@ def _prune_transformer(layers, ratio: float, acts: dict[int, torch.Tensor], rec:
         o, down = layer["o"], layer["down"]
         col_o = _column_scores(o, acts.get(id(o)))
         col_down = _column_scores(down, acts.get(id(down)))
-        if layer["kind"] == "bert":
+        if layer["kind"] == "bart":
+            sa = layer["self"]
+            hd = sa.head_dim
+            heads = sa.q_proj.out_features // hd
+            keep_heads = _top(col_o.view(heads, hd).sum(dim=1), _kept(heads, ratio))
+            index = (keep_heads.view(-1, 1) * hd + torch.arange(hd)).view(-1)
+            for lin in (sa.q_proj, sa.k_proj, sa.v_proj):
+                rec.linear_out(lin, index)
+            rec.linear_in(o, index)
+            rec.set(sa, num_heads=len(keep_heads))
+            neurons = col_down.numel()
+            keep_n = _top(col_down, _kept(neurons, ratio))
+            rec.linear_out(layer["up"], keep_n)
+            rec.linear_in(down, keep_n)
+            summary.append(f"{len(keep_heads)}/{heads} heads, {len(keep_n)}/{neurons} FFN")
+        elif layer["kind"] == "bert":
             s = layer["self"]
             hd = s.attention_head_size
             heads = s.all_head_size // hd
@@ -575,7 +606,7 @@ def _structured_plan(module: nn.Module) -> tuple[str, list]:
         return f"torch.fx cannot trace this model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})", []
     if chains:
         return "cnn", chains
-    return ("no prunable structure found (known: BERT-like and Llama-like transformer layers, "
+    return ("no prunable structure found (known: BERT-, Llama- and Whisper/wav2vec2-like transformer layers, "
             "conv -> conv chains without residual use)"), []
 
 

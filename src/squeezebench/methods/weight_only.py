@@ -254,8 +254,7 @@ def head_names(model: nn.Module) -> set[str]:
     """Names of the output head Linear layers: a transformers model's output embeddings (``lm_head``) and
     classification heads (``classifier``, ``score`` and their ``out_proj`` / ``dense`` layers)."""
     names: set[str] = set()
-    get_out = getattr(model, "get_output_embeddings", None)
-    out = get_out() if callable(get_out) else None
+    out = model_embeddings(model, "output")
     for name, mod in model.named_modules():
         if out is not None and mod is out:
             names.add(name)
@@ -320,9 +319,18 @@ def restore_as(model: nn.Module, bits: int, group_size: int, facts: dict, head: 
     return model
 
 
+def model_embeddings(model: nn.Module, which: str) -> Optional[nn.Module]:
+    """``model.get_input_embeddings()`` / ``get_output_embeddings()``; None for models without them (wav2vec2's
+    raises NotImplementedError)."""
+    get = getattr(model, f"get_{which}_embeddings", None)
+    try:
+        return get() if callable(get) else None
+    except NotImplementedError:
+        return None
+
+
 def _input_embedding(model: nn.Module) -> Optional[tuple[str, nn.Embedding]]:
-    get_in = getattr(model, "get_input_embeddings", None)
-    emb = get_in() if callable(get_in) else None
+    emb = model_embeddings(model, "input")
     if type(emb) is not nn.Embedding:
         return None
     for name, mod in model.named_modules():

@@ -37,6 +37,7 @@ class ModelBundle:
     processor: Any = None
     newly_initialized: list[str] = field(default_factory=list)
     label_names: Optional[list[str]] = None
+    processor: Any = None  # speech: the model's feature extractor + tokenizer (transformers processor)
 
     @property
     def is_transformers(self) -> bool:

@@ -42,5 +42,4 @@ class ExportGraphs:
 
 def export_graphs_of(task: Any, bundle: Any) -> Optional[ExportGraphs]:
     """The task's graphs for ``bundle``, or None: one graph, ``task.wrap(bundle)`` (every task without the hook)."""
-    hook = getattr(task, "export_graphs", None)
-    return hook(bundle) if hook is not None else None
+    return task.export_graphs(bundle)

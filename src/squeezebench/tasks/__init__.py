@@ -5,6 +5,7 @@ from squeezebench.tasks import (  # noqa: F401  (registration)
     causal_lm,
     image_classification,
     sentence_embedding,
+    speech_recognition,
     text_classification,
     text_generation,
     token_classification,

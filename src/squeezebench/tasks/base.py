@@ -103,6 +103,11 @@ class Task:
     def save_preprocessing(self, bundle, directory: Path) -> None:
         """Save what attach_preprocessing loads, into ``directory``."""
 
+    def export_graphs(self, bundle) -> Any:
+        """The graphs an export writes for ``bundle`` (models.graphs.ExportGraphs), or None for one graph,
+        ``wrap(bundle)``: an encoder-decoder returns its encoder and decoder graphs so that generation runs on them."""
+        return None
+
     def wrap(self, bundle) -> torch.nn.Module:
         """An nn.Module with forward(**inputs) -> one tensor: what runtimes execute and export."""
         raise NotImplementedError

@@ -133,6 +133,7 @@ class DatasetOptions:
     label_column: Optional[str] = "label"
     input_column: Optional[str] = None  # generation input (default: text_column)
     target_column: Optional[str] = None  # generation reference, kept as example["target"]
+    audio_column: str = "audio"
 
 
 DATASETS: Registry[Callable[[str, DatasetOptions], Dataset]] = Registry("dataset kind")
@@ -165,6 +166,10 @@ def _label_sort_key(name: str) -> tuple:
 
 
 def _labelled(rows: list[dict], spec: str, options: DatasetOptions, available: list[str]) -> Dataset:
+    if options.audio_column in available:  # speech rows (audio path + transcript)
+        from squeezebench.tasks.data_audio import audio_rows
+
+        return audio_rows(rows, spec, options, available)
     text_column = options.input_column or options.text_column
     flag = "--input-column" if options.input_column else "--text-column"
     for column, what in ((text_column, flag), (options.target_column, "--target-column")):

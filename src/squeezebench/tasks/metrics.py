@@ -38,6 +38,12 @@ COSINE = _metric("cosine_to_original", "cosine", True, 1, "mean cosine similarit
 PPL_RATIO = _metric("perplexity_ratio_to_original", "ratio", False, 1,
                     "perplexity / the original variant's on the same windows (paired bootstrap interval)")
 TTFT = _metric("time_to_first_token", "ms", False, 1, "prompt prefill plus first generated token, median")
+WER = _metric("wer", "fraction", False, 1, "corpus word error rate: (S + D + I) / reference words, normalised texts")
+CER = _metric("cer", "fraction", False, 1, "corpus character error rate: (S + D + I) / reference characters")
+TRANSCRIPT_AGREEMENT = _metric("transcript_agreement", "fraction", True, 1,
+                               "share of transcripts identical to the original variant's (before normalisation)")
+DECODER_MS = _metric("decoder_ms_per_token", "ms", False, 1, "greedy decoding time per generated token (encoder excluded)")
+RTF = _metric("real_time_factor", "ratio", False, 1, "transcription wall time of the evaluated set / its audio duration")
 DECODE = _metric("decode_tokens_per_s", "tokens/s", True, 1, "generated tokens after the first, per second, median")
 BLEU = _metric("bleu", "score 0-100", True, 1, "corpus BLEU of generated texts against references (sacrebleu)")
 CHRF = _metric("chrf", "score 0-100", True, 1, "corpus chrF of generated texts against references (sacrebleu)")
