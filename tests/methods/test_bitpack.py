@@ -1,0 +1,17 @@
+"""Bit packing round trips: flags and integer codes of every width."""
+
+from __future__ import annotations
+
+import torch
+
+from squeezebench.methods.bitpack import pack_bits, pack_codes, unpack_bits, unpack_codes
+
+
+def test_bit_packing_round_trips():
+    flags = torch.rand(101) > 0.5
+    assert pack_bits(flags).numel() == 13
+    assert torch.equal(unpack_bits(pack_bits(flags), 101), flags)
+    for bits in (1, 2, 3, 4, 5, 8):
+        codes = torch.randint(0, 2 ** bits, (77,))
+        assert pack_codes(codes, bits).numel() == -(-77 * bits // 8)
+        assert torch.equal(unpack_codes(pack_codes(codes, bits), bits, 77), codes)
