@@ -22,6 +22,8 @@ from torch import nn
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods import weight_only
 from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
+from squeezebench.methods.packed_linear import SCALE_DTYPE
+from squeezebench.methods.rtn import rtn_params
 from squeezebench.methods.gptq import (MODEL_TYPES, CalibrationRun, InputRecorder, _with_hidden, calibration_source,
                                        check_bits_group, check_has_linears, find_blocks, finish_facts, input_groups,
                                        quantize_rest, run_block, samples_for, target_linears, work_device)
@@ -71,7 +73,7 @@ class InputScaledLinear(nn.Module):
 
 
 def rtn_dequantized(weight: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
-    """Round-to-nearest quantized-dequantized weight: the grid of ``weight_only.quantize_rtn`` (groups of
+    """Round-to-nearest quantized-dequantized weight: the grid of ``rtn.quantize_rtn`` (groups of
     ``group_size`` columns, the last one padded with its last column), with fp16-rounded scales as stored."""
     rows, cols = weight.shape
     g = cols if group_size <= 0 or group_size >= cols else group_size
@@ -79,8 +81,8 @@ def rtn_dequantized(weight: torch.Tensor, bits: int, group_size: int) -> torch.T
     pad = n_groups * g - cols
     w = torch.cat([weight, weight[:, -1:].expand(rows, pad)], 1) if pad else weight
     w = w.reshape(rows, n_groups, g)
-    scales, zeros = weight_only.rtn_params(w.reshape(rows, -1), bits, g)
-    scales = scales.to(weight_only.SCALE_DTYPE).float().unsqueeze(2)
+    scales, zeros = rtn_params(w.reshape(rows, -1), bits, g)
+    scales = scales.to(SCALE_DTYPE).float().unsqueeze(2)
     zeros = zeros.unsqueeze(2)
     codes = torch.clamp(torch.round(w / scales) + zeros, 0, 2 ** bits - 1)
     return ((codes - zeros) * scales).reshape(rows, -1)[:, :cols]

@@ -1,11 +1,13 @@
 """Bit packing: flags 8 to a byte, and integer codes of any width as bit planes (what compact weights store).
 
 Used by prune-unstructured (bitmask), prune-2of4 (2-bit positions) and cluster-kmeans (codebook indices).
+``pack_int4`` is another layout, two codes per byte along a row, for the packed int4 layers (packed_linear.py).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def pack_bits(flags: torch.Tensor) -> torch.Tensor:
@@ -52,3 +54,20 @@ def unpack_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     for start, codes in iter_codes(packed, bits, count):
         out[start:start + codes.numel()] = codes
     return out
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes [rows, cols] in 0..15 -> [rows, ceil(cols/2)] bytes; even column in the low nibble."""
+    if codes.shape[1] % 2:
+        codes = F.pad(codes, (0, 1))
+    codes = codes.to(torch.uint8)
+    return codes[:, 0::2] | (codes[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor, cols: int) -> torch.Tensor:
+    """Inverse of ``pack_int4``: [rows, ceil(cols/2)] bytes -> uint8 codes [rows, cols]."""
+    out = torch.empty(*packed.shape, 2, dtype=torch.uint8, device=packed.device)
+    torch.bitwise_and(packed, 15, out=out[..., 0])
+    torch.bitwise_right_shift(packed, 4, out=out[..., 1])
+    out = out.reshape(packed.shape[0], -1)
+    return out if out.shape[1] == cols else out[:, :cols]

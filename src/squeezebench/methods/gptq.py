@@ -22,6 +22,8 @@ from torch import nn
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods import weight_only
 from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, first_tensor, MethodConfig, MethodContext, register_method
+from squeezebench.methods.packed_linear import SCALE_DTYPE, WeightOnlyLinear
+from squeezebench.methods.rtn import quantize_rtn, rtn_params
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,8 @@ def check_bits_group(bits: int, group_size: int) -> None:
 def _group_grid(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point (each [rows, 1], float32) that round-to-nearest gives this slice as one group,
     rounded as they will be stored (fp16 scales), so the solver rounds to exactly the grid that is saved."""
-    scales, zeros = weight_only.rtn_params(weight, bits, weight.shape[1])
-    return scales.to(weight_only.SCALE_DTYPE).float().reshape(-1, 1), zeros.float().reshape(-1, 1)
+    scales, zeros = rtn_params(weight, bits, weight.shape[1])
+    return scales.to(SCALE_DTYPE).float().reshape(-1, 1), zeros.float().reshape(-1, 1)
 
 
 def _round_to_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -89,7 +91,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
                   damp: float = 0.01, block_size: int = 128, act_order: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize ``weight`` [rows, cols] given H [cols, cols]; returns (codes, scales, zeros) in the
-    layout of ``weight_only.quantize_rtn`` (contiguous groups of ``group_size`` input channels)."""
+    layout of ``rtn.quantize_rtn`` (contiguous groups of ``group_size`` input channels)."""
     W = weight.detach().clone().float()
     H = hessian.detach().clone().double()
     rows, cols = W.shape
@@ -346,8 +348,8 @@ def _quantize_group(root: nn.Module, names: list[str], hessian: Optional[torch.T
     mods = [root.get_submodule(n) for n in names]
     W = torch.cat([m.weight.detach().float() for m in mods], 0)
     if hessian is None:
-        codes, scales, zeros = weight_only.quantize_rtn(W, config.bits, config.group_size)
-        scales = scales.to(weight_only.SCALE_DTYPE)
+        codes, scales, zeros = quantize_rtn(W, config.bits, config.group_size)
+        scales = scales.to(SCALE_DTYPE)
         log.warning("GPTQ: %s never ran on calibration data; quantized to nearest instead", ", ".join(names))
     else:
         codes, scales, zeros = gptq_quantize(W, hessian.to(W.device), config.bits, config.group_size,
@@ -355,7 +357,7 @@ def _quantize_group(root: nn.Module, names: list[str], hessian: Optional[torch.T
     start = 0
     for name, mod in zip(names, mods):
         rows = mod.out_features
-        new = weight_only.WeightOnlyLinear.from_quantized(
+        new = WeightOnlyLinear.from_quantized(
             codes[start:start + rows], scales[start:start + rows], zeros[start:start + rows], mod.bias,
             config.bits, config.group_size, mod.in_features, mod.out_features)
         root.set_submodule(name, new.to(mod.weight.device))
