@@ -26,7 +26,7 @@ Scope = Callable[[nn.Module, dict[str, nn.Linear], Callable[[], Any], str], None
 
 
 class _Stop(Exception):
-    pass
+    """Raised by the capture hook: the rest of the model need not run once the first block's inputs are seen."""
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
@@ -179,6 +179,7 @@ def calibrate_blockwise(model: nn.Module, samples: list[dict], device: str, targ
 
 
 def samples_for(config, ctx: MethodContext) -> list[dict]:
+    """The method's calibration inputs: its own ``calibration_samples``, else the run's count (one-line errors)."""
     if ctx.calibration is None:
         raise SqueezebenchError(f"{config.name} needs calibration data, and this run provides none")
     n = config.calibration_samples
@@ -197,10 +198,12 @@ def calibration_source(ctx: MethodContext) -> str:
 
 
 def work_device(ctx: MethodContext) -> str:
+    """Where the calibrated pass runs: the run's CUDA device when there is one, else the CPU."""
     return ctx.device if ctx.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
 
 
 def calibration_facts(samples: list[dict]) -> dict[str, Any]:
+    """Sample count, longest sequence and total tokens, for the record (the last dim of each sample's first tensor)."""
     lengths = [int(next(v for v in s.values() if isinstance(v, torch.Tensor)).shape[-1]) for s in samples]
     return {"calibration_samples": len(samples), "calibration_seq_len": max(lengths),
             "calibration_tokens": sum(lengths)}
