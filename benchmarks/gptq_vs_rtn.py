@@ -21,6 +21,7 @@ import torch
 from squeezebench.methods import awq as awq_mod
 from squeezebench.methods import gptq as gptq_mod
 from squeezebench.methods import weight_only
+from squeezebench.methods.calibrated_weight_only import quantize_rest
 from squeezebench.models.sources import load_model, source_of
 from squeezebench.tasks import TASKS
 from squeezebench.tasks.causal_lm import perplexity_from, window_nll
@@ -82,11 +83,11 @@ def main() -> None:
         elif name == "gptq":
             config = gptq_mod.GPTQConfig(group_size=gs)
             gptq_mod.gptq_model(model, samples, config, "cpu")
-            gptq_mod.quantize_rest(model, config)
+            quantize_rest(model, config)
         elif name == "awq":
             config = awq_mod.AWQConfig(group_size=gs)
             awq_mod.awq_model(model, samples, config, "cpu")
-            gptq_mod.quantize_rest(model, config)
+            quantize_rest(model, config)
         else:
             raise SystemExit(f"unknown method {name!r} (rtn, gptq, awq)")
         results[f"{name}_transform_s"] = round(time.perf_counter() - t0, 1)

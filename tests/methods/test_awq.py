@@ -9,6 +9,7 @@ from torch import nn
 from squeezebench.methods import METHODS, parse_method
 from squeezebench.methods import awq as awq_mod
 from squeezebench.methods import weight_only
+from squeezebench.methods.rtn import dequantize, quantize_rtn
 from squeezebench.runtimes.pytorch import load_state, save_state
 from tests.methods.test_gptq import calibration, context, layer_inputs, llama
 
@@ -32,7 +33,7 @@ def test_awq_scale_search_lowers_group_output_error(tiny_llama_dir):
     assert alpha > 0 and s.shape == (W.shape[1],)
     assert losses["awq_mse"] < 0.9 * losses["rtn_mse"], losses
     # the reported loss is real: recompute it with the stored int4 grid
-    q = weight_only.dequantize(*weight_only.quantize_rtn(W * s, 4, 32), 32) / s
+    q = dequantize(*quantize_rtn(W * s, 4, 32), 32) / s
     assert ((X @ (q - W).T) ** 2).mean() < losses["rtn_mse"]
 
 

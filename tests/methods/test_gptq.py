@@ -8,7 +8,8 @@ from torch import nn
 
 from squeezebench.methods import METHODS, MethodContext, parse_method
 from squeezebench.methods import gptq as gptq_mod
-from squeezebench.methods import weight_only
+from squeezebench.methods.packed_linear import WeightOnlyLinear
+from squeezebench.methods.rtn import dequantize, quantize_rtn, quantize_with, rtn_params
 from squeezebench.models.bundle import ModelBundle
 from squeezebench.runtimes.pytorch import load_state, save_state
 from tests.conftest import TOPICS
@@ -56,8 +57,8 @@ def test_gptq_reconstructs_layer_output_better_than_rtn(tiny_llama_dir, layer, a
     codes, scales, zeros = gptq_mod.gptq_quantize(W, H, 4, group, act_order=act_order)
     assert codes.dtype == torch.uint8 and int(codes.max()) <= 15
     assert scales.shape == (W.shape[0], W.shape[1] // group)
-    Q = weight_only.dequantize(codes, scales.half(), zeros, group)
-    R = weight_only.dequantize(*weight_only.quantize_rtn(W, 4, group), group)
+    Q = dequantize(codes, scales.half(), zeros, group)
+    R = dequantize(*quantize_rtn(W, 4, group), group)
     err_gptq = ((X @ (W - Q).T) ** 2).mean()
     err_rtn = ((X @ (W - R).T) ** 2).mean()
     assert err_gptq < 0.8 * err_rtn, (float(err_gptq), float(err_rtn))
@@ -68,8 +69,8 @@ def test_gptq_without_calibration_error_matches_rtn_grid():
     torch.manual_seed(0)
     W = torch.randn(8, 64)
     codes, scales, zeros = gptq_mod.gptq_quantize(W, torch.eye(64) * 1e6, 4, 16, damp=1e-6)
-    s, z = weight_only.rtn_params(W, 4, 16)
-    assert torch.equal(codes, weight_only.quantize_with(W, s.half().float(), z, 4, 16))
+    s, z = rtn_params(W, 4, 16)
+    assert torch.equal(codes, quantize_with(W, s.half().float(), z, 4, 16))
 
 
 def test_gptq_transform_saves_packed_int4_and_reloads(tiny_llama_dir, tmp_path):
@@ -88,7 +89,7 @@ def test_gptq_transform_saves_packed_int4_and_reloads(tiny_llama_dir, tmp_path):
     assert ctx.facts["sequential_blocks"] == 2
     assert not any(type(m) is nn.Linear for m in model.modules())
     q = model.get_submodule("model.layers.0.mlp.down_proj")
-    assert isinstance(q, weight_only.WeightOnlyLinear) and q.qweight.dtype == torch.uint8
+    assert isinstance(q, WeightOnlyLinear) and q.qweight.dtype == torch.uint8
     assert q.qweight.shape == (q.out_features, q.in_features // 2)
     with torch.no_grad():
         out = model(**probe).logits
@@ -103,7 +104,7 @@ def test_gptq_transform_saves_packed_int4_and_reloads(tiny_llama_dir, tmp_path):
     linear_bytes = sum(v.numel() * v.element_size() for k, v in (state or skeleton.state_dict()).items()
                        if ".layers." in k and "layernorm" not in k)
     linear_params = sum(m.in_features * m.out_features for n, m in skeleton.named_modules()
-                        if isinstance(m, weight_only.WeightOnlyLinear) and ".layers." in n)
+                        if isinstance(m, WeightOnlyLinear) and ".layers." in n)
     assert linear_bytes * 8 / linear_params < 5.5  # ~4 bits per weight plus fp16 scales / uint8 zeros per 32
 
 

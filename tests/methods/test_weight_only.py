@@ -1,69 +1,15 @@
-"""int8-weight-only / int4-weight-only and their building blocks (round to nearest, packing, modules)."""
+"""int8-weight-only / int4-weight-only: model surgery, tied heads, sizes and errors, a runner run."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 from squeezebench.methods import METHODS, MethodContext, parse_method
-from squeezebench.methods.weight_only import (QuantizedEmbedding, WeightOnlyLinear, dequantize, head_names,
-                                              linears_to_quantize, pack_int4, quantize_rtn, replace_linears,
-                                              restore_as, unpack_int4)
+from squeezebench.methods.packed_linear import QuantizedEmbedding, WeightOnlyLinear
+from squeezebench.methods.weight_only import head_names, linears_to_quantize, replace_linears, restore_as
 from squeezebench.runtimes.pytorch import load_state, save_state
 from tests.conftest import fast_protocol
-
-
-def test_rtn_error_is_at_most_half_a_step():
-    torch.manual_seed(0)
-    w = torch.randn(8, 300)  # 300 = 2 full groups of 128 and a short one of 44
-    for bits in (4, 8):
-        for symmetric in (False, True):
-            codes, scales, zeros = quantize_rtn(w, bits, 128, symmetric)
-            assert codes.dtype == torch.uint8 and codes.shape == w.shape
-            assert scales.shape == zeros.shape == (8, 3)
-            assert int(codes.max()) <= 2 ** bits - 1
-            err = (dequantize(codes, scales, zeros, 128) - w).abs()
-            step = scales.repeat_interleave(128, dim=1)[:, :300]
-            assert (err <= step / 2 + 1e-6).all()
-    # group_size <= 0: one group per row
-    codes, scales, zeros = quantize_rtn(w, 4, -1)
-    assert scales.shape == (8, 1)
-
-
-def test_int4_packing_round_trips_and_halves_bytes():
-    codes = torch.randint(0, 16, (5, 77), dtype=torch.uint8)
-    packed = pack_int4(codes)
-    assert packed.shape == (5, 39) and packed.dtype == torch.uint8
-    assert torch.equal(unpack_int4(packed, 77), codes)
-
-
-@pytest.mark.parametrize("bits", [4, 8])
-def test_weight_only_linear_holds_only_compressed_buffers(bits):
-    torch.manual_seed(0)
-    lin = nn.Linear(256, 64)
-    q = WeightOnlyLinear.from_linear(lin, bits, 128)
-    state = q.state_dict()
-    assert set(state) == {"qweight", "scales", "zeros", "bias"}
-    assert state["qweight"].dtype == torch.uint8 and state["scales"].dtype == torch.float16
-    assert state["qweight"].numel() == 64 * 256 * bits // 8
-    x = torch.randn(3, 256)
-    rel = ((q(x) - lin(x)).norm() / lin(x).norm()).item()
-    assert rel < (0.15 if bits == 4 else 0.01)
-    # an empty module of the same shape takes the state dict strictly and computes the same
-    empty = WeightOnlyLinear.empty(256, 64, bits, 128)
-    empty.load_state_dict(state, strict=True)
-    assert torch.equal(empty(x), q(x))
-
-
-def test_quantized_embedding_gathers_dequantized_rows():
-    torch.manual_seed(0)
-    emb = nn.Embedding(50, 32, padding_idx=0)
-    q = QuantizedEmbedding.from_embedding(emb, 4, 16)
-    ids = torch.tensor([[3, 7, 7], [0, 49, 1]])
-    full = q.weight
-    assert torch.equal(q(ids), full[ids])
-    assert (q(ids) - emb(ids)).abs().max() < 0.2
 
 
 def test_replace_linears_and_head_names(tiny_llama_dir):

@@ -15,7 +15,7 @@ from squeezebench.methods.base import (  # noqa: F401
     register_method,
 )
 from squeezebench.methods import precision  # noqa: F401  (registers original, fp16, bf16)
-from squeezebench.methods import pruning  # noqa: F401  (prune-unstructured, prune-structured, prune-2of4)
+from squeezebench.methods import prune_unstructured, prune_structured, prune_2of4  # noqa: F401  (prune-*)
 from squeezebench.methods import clustering  # noqa: F401  (cluster-kmeans)
 from squeezebench.methods import export_onnx  # noqa: F401  (onnx, onnx-int8-dynamic, onnx-int8-static)
 from squeezebench.methods import export_openvino, export_torchscript, torch_compile  # noqa: F401  (openvino*, torchscript, torch-compile)

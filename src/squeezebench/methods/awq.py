@@ -20,11 +20,14 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods import weight_only
-from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
-from squeezebench.methods.gptq import (MODEL_TYPES, CalibrationRun, InputRecorder, _with_hidden, calibration_source,
-                                       check_bits_group, check_has_linears, find_blocks, finish_facts, input_groups,
-                                       quantize_rest, run_block, samples_for, target_linears, work_device)
+from squeezebench.methods.base import POSITIVE, MethodConfig, MethodContext, Range, register_method
+from squeezebench.methods.calibrated_weight_only import (MODEL_TYPES, check_bits_group, finish_facts, restore_calibrated,
+                                                         target_linears)
+from squeezebench.methods.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_source,
+                                                      input_groups, samples_for, work_device)
+from squeezebench.methods.packed_linear import SCALE_DTYPE
+from squeezebench.methods.rtn import rtn_params
+from squeezebench.methods.weight_only import check_has_linears, in_features_of, quantized_linear
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class InputScaledLinear(nn.Module):
 
 
 def rtn_dequantized(weight: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
-    """Round-to-nearest quantized-dequantized weight: the grid of ``weight_only.quantize_rtn`` (groups of
+    """Round-to-nearest quantized-dequantized weight: the grid of ``rtn.quantize_rtn`` (groups of
     ``group_size`` columns, the last one padded with its last column), with fp16-rounded scales as stored."""
     rows, cols = weight.shape
     g = cols if group_size <= 0 or group_size >= cols else group_size
@@ -79,8 +82,8 @@ def rtn_dequantized(weight: torch.Tensor, bits: int, group_size: int) -> torch.T
     pad = n_groups * g - cols
     w = torch.cat([weight, weight[:, -1:].expand(rows, pad)], 1) if pad else weight
     w = w.reshape(rows, n_groups, g)
-    scales, zeros = weight_only.rtn_params(w.reshape(rows, -1), bits, g)
-    scales = scales.to(weight_only.SCALE_DTYPE).float().unsqueeze(2)
+    scales, zeros = rtn_params(w.reshape(rows, -1), bits, g)
+    scales = scales.to(SCALE_DTYPE).float().unsqueeze(2)
     zeros = zeros.unsqueeze(2)
     codes = torch.clamp(torch.round(w / scales) + zeros, 0, 2 ** bits - 1)
     return ((codes - zeros) * scales).reshape(rows, -1)[:, :cols]
@@ -213,7 +216,7 @@ def _awq_scope(root: nn.Module, names: dict[str, nn.Linear], run, config: AWQCon
     for g, s, target in plans:
         for n in g:
             lin = root.get_submodule(n)
-            new = weight_only.quantized_linear(lin, config.bits, config.group_size)
+            new = quantized_linear(lin, config.bits, config.group_size)
             if s is not None and target is None:
                 wrapped = InputScaledLinear(new, lin.in_features)
                 wrapped.input_scale.copy_(1.0 / s)
@@ -250,37 +253,23 @@ def awq_model(model: nn.Module, samples: list[dict], config: AWQConfig, device: 
     targets = target_linears(model, config.head)
     if not targets:
         raise SqueezebenchError("awq: the model has no Linear layers to quantize")
-    model.to(device).eval()
     stats = {"rtn_mse": 0.0, "awq_mse": 0.0, "groups": 0, "folded_groups": 0, "explicit_scale_groups": 0}
     scaled: list[str] = []
-    done: set[str] = set()
-    found = find_blocks(model)
-    with CalibrationRun(model, samples, device) as cal:
-        if found is not None:
-            prefix, blocks = found
-            inputs = cal.block_inputs(blocks[0])
-            for i, block in enumerate(blocks):
-                block_prefix = f"{prefix}.{i}." if prefix else f"{i}."
-                names = {n[len(block_prefix):]: m for n, m in targets.items() if n.startswith(block_prefix)}
-                outputs = run_block(block, inputs)  # next block sees the full-precision outputs (as in AWQ)
-                scaled += [block_prefix + n for n in _awq_scope(block, names, lambda: run_block(block, inputs),
-                                                               config, stats)]
-                done.update(block_prefix + n for n in names)
-                inputs = [_with_hidden(a, k, out) for (a, k), out in zip(inputs, outputs)]
-        rest = {n: m for n, m in targets.items() if n not in done}
-        if rest:
-            scaled += _awq_scope(model, rest, cal.run_model, config, stats)
-    model.to("cpu")
+
+    def scope(root, names, run, prefix):
+        scaled.extend(prefix + n for n in _awq_scope(root, names, run, config, stats))
+
+    # feed_quantized=False: the next block sees the full-precision outputs (as in AWQ)
+    calibrate_blockwise(model, samples, device, targets, scope, feed_quantized=False, label="awq")
     return {"quantized_layers": sorted(targets), "quantized_linears": len(targets),
             "awq_input_scaled": sorted(scaled), "awq_search": stats}
 
 
 def restore_awq(module: nn.Module, config: AWQConfig, facts: dict) -> nn.Module:
-    module = weight_only.restore_as(module, config.bits, config.group_size, facts) or module
+    module = restore_calibrated(module, config, facts)
     for name in facts.get("awq_input_scaled", []):
         inner = module.get_submodule(name)
-        module.set_submodule(name, InputScaledLinear(inner, weight_only.in_features_of(inner)))
-    quantize_rest(module, config, empty=True)
+        module.set_submodule(name, InputScaledLinear(inner, in_features_of(inner)))
     return module
 
 

@@ -20,12 +20,16 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods import weight_only
-from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, first_tensor, MethodConfig, MethodContext, register_method
+from squeezebench.methods.base import POSITIVE, MethodConfig, MethodContext, Range, register_method
+from squeezebench.methods.calibrated_weight_only import (MODEL_TYPES, check_bits_group, finish_facts, restore_calibrated,
+                                                         target_linears)
+from squeezebench.methods.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_source,
+                                                      input_groups, samples_for, work_device)
+from squeezebench.methods.packed_linear import SCALE_DTYPE, WeightOnlyLinear
+from squeezebench.methods.rtn import quantize_rtn, rtn_params
+from squeezebench.methods.weight_only import check_has_linears
 
 log = logging.getLogger(__name__)
-
-MODEL_TYPES = "transformer decoder LMs (Llama-style); encoders too where linears exist"
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,6 @@ class GPTQConfig(MethodConfig):
             raise ValueError("block_size must be >= 1")
 
 
-def check_bits_group(bits: int, group_size: int) -> None:
-    if bits != 4:
-        raise ValueError("only bits=4 is supported (weights are stored as packed int4)")
-    if group_size < 1:
-        raise ValueError("group_size must be a positive number of input channels")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The GPTQ solver for one weight matrix
 
@@ -74,8 +71,8 @@ def check_bits_group(bits: int, group_size: int) -> None:
 def _group_grid(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point (each [rows, 1], float32) that round-to-nearest gives this slice as one group,
     rounded as they will be stored (fp16 scales), so the solver rounds to exactly the grid that is saved."""
-    scales, zeros = weight_only.rtn_params(weight, bits, weight.shape[1])
-    return scales.to(weight_only.SCALE_DTYPE).float().reshape(-1, 1), zeros.float().reshape(-1, 1)
+    scales, zeros = rtn_params(weight, bits, weight.shape[1])
+    return scales.to(SCALE_DTYPE).float().reshape(-1, 1), zeros.float().reshape(-1, 1)
 
 
 def _round_to_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -89,7 +86,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
                   damp: float = 0.01, block_size: int = 128, act_order: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize ``weight`` [rows, cols] given H [cols, cols]; returns (codes, scales, zeros) in the
-    layout of ``weight_only.quantize_rtn`` (contiguous groups of ``group_size`` input channels)."""
+    layout of ``rtn.quantize_rtn`` (contiguous groups of ``group_size`` input channels)."""
     W = weight.detach().clone().float()
     H = hessian.detach().clone().double()
     rows, cols = W.shape
@@ -149,145 +146,6 @@ def _inverse_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
     raise SqueezebenchError("GPTQ: the layer Hessian stayed singular after damping; check the calibration data")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Calibration plumbing shared with awq: blocks, their captured inputs, and Linears grouped by shared input
-
-
-class _Stop(Exception):
-    pass
-
-
-def target_linears(model: nn.Module, head: bool = True) -> dict[str, nn.Linear]:
-    """The Linears a calibrated method quantizes itself, by qualified name: every ``nn.Linear``, heads only
-    with ``head``, never a head tied to the input embeddings (``weight_only.quantize_model`` handles it)."""
-    emb = weight_only.model_embeddings(model, "input")
-    tied = getattr(emb, "weight", None)
-    return {n: m for n, m in weight_only.linears_to_quantize(model, head) if tied is None or m.weight is not tied}
-
-
-def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
-    """The repeated blocks (the ModuleList holding the most Linears, e.g. ``model.layers``)."""
-    best, best_count = None, 0
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
-            continue
-        counts = [sum(isinstance(m, nn.Linear) for m in child.modules()) for child in mod]
-        if min(counts) > 0 and sum(counts) > best_count:
-            best, best_count = (name, mod), sum(counts)
-    return best
-
-
-def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": hidden}
-
-
-
-class CalibrationRun:
-    """Model inputs on a device, run with the KV cache off; knows how to feed blocks one by one."""
-
-    def __init__(self, model: nn.Module, samples: list[dict], device: str):
-        self.model = model
-        self.device = device
-        self.samples = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
-                        for s in samples]
-
-    def __enter__(self):
-        cfg = getattr(self.model, "config", None)
-        self._use_cache = getattr(cfg, "use_cache", None)
-        if cfg is not None and self._use_cache is not None:
-            cfg.use_cache = False  # a cache would make re-running a block attend to stale keys
-        return self
-
-    def __exit__(self, *exc):
-        cfg = getattr(self.model, "config", None)
-        if cfg is not None and self._use_cache is not None:
-            cfg.use_cache = self._use_cache
-
-    @torch.no_grad()
-    def run_model(self) -> None:
-        for s in self.samples:
-            self.model(**s)
-
-    @torch.no_grad()
-    def block_inputs(self, first_block: nn.Module) -> list[tuple[tuple, dict]]:
-        """(args, kwargs) of the first block for every sample; the rest of the model is not run."""
-        captured: list[tuple[tuple, dict]] = []
-
-        def hook(_mod, args, kwargs):
-            captured.append((args, kwargs))
-            raise _Stop
-
-        handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
-        try:
-            for s in self.samples:
-                try:
-                    self.model(**s)
-                except _Stop:
-                    pass
-        finally:
-            handle.remove()
-        return captured
-
-
-@torch.no_grad()
-def run_block(block: nn.Module, inputs: list[tuple[tuple, dict]]) -> list[torch.Tensor]:
-    return [first_tensor(block(*a, **k)) for a, k in inputs]
-
-
-@torch.no_grad()
-def input_groups(root: nn.Module, names: dict[str, nn.Linear], run: Callable[[], Any]) -> list[list[str]]:
-    """``names`` (relative to ``root``) in call order, Linears that read the same input tensor grouped."""
-    seen: list[tuple[str, torch.Tensor]] = []  # holding the tensors keeps their memory from being reused
-    done: set[str] = set()
-
-    def make_hook(name):
-        def hook(_mod, args):
-            if name not in done:
-                done.add(name)
-                seen.append((name, args[0]))
-        return hook
-
-    handles = [mod.register_forward_pre_hook(make_hook(n)) for n, mod in names.items()]
-    try:
-        run()
-    finally:
-        for h in handles:
-            h.remove()
-    groups: list[list[str]] = []
-    last: Optional[torch.Tensor] = None
-    for name, x in seen:
-        if last is not None and x is last:
-            groups[-1].append(name)
-        else:
-            groups.append([name])
-            last = x
-    groups.extend([[n] for n in names if n not in done])  # never called: still quantized (no data: RTN)
-    return groups
-
-
-class InputRecorder:
-    """Forward pre-hooks on Linears: hand every input (as [tokens, features] float32) to a callback."""
-
-    def __init__(self, modules: dict[str, nn.Module], on_input: Callable[[str, torch.Tensor], None]):
-        self.handles = []
-        for name, mod in modules.items():
-            self.handles.append(mod.register_forward_pre_hook(
-                lambda _m, args, name=name: on_input(name, args[0].detach().reshape(-1, args[0].shape[-1]).float())))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-
-
 class Hessians:
     """Running H = 2 X Xᵀ / n per named input."""
 
@@ -312,41 +170,13 @@ class Hessians:
 # The method
 
 
-def samples_for(config, ctx: MethodContext) -> list[dict]:
-    if ctx.calibration is None:
-        raise SqueezebenchError(f"{config.name} needs calibration data, and this run provides none")
-    n = config.calibration_samples
-    samples = ctx.calibration(n) if n is not None else ctx.calibration(calibration_count(ctx))
-    if not samples:
-        raise SqueezebenchError(f"{config.name}: the task gave no calibration samples; raise --calibration-samples")
-    return samples
-
-
-def calibration_source(ctx: MethodContext) -> str:
-    """Where the task's calibration inputs come from, for the record's notes."""
-    name = getattr(ctx.task, "name", "")
-    if name in ("causal-lm", "text-classification", "image-classification"):
-        return f"{name} takes them from the data it scores: not held out"
-    return f"{name or 'the task'}'s calibration split"
-
-
-def work_device(ctx: MethodContext) -> str:
-    return ctx.device if ctx.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
-
-
-def calibration_facts(samples: list[dict]) -> dict[str, Any]:
-    lengths = [int(next(v for v in s.values() if isinstance(v, torch.Tensor)).shape[-1]) for s in samples]
-    return {"calibration_samples": len(samples), "calibration_seq_len": max(lengths),
-            "calibration_tokens": sum(lengths)}
-
-
 def _quantize_group(root: nn.Module, names: list[str], hessian: Optional[torch.Tensor], config: GPTQConfig) -> None:
     """GPTQ on Linears that share an input (their rows stacked: same H), then swap in int4 modules."""
     mods = [root.get_submodule(n) for n in names]
     W = torch.cat([m.weight.detach().float() for m in mods], 0)
     if hessian is None:
-        codes, scales, zeros = weight_only.quantize_rtn(W, config.bits, config.group_size)
-        scales = scales.to(weight_only.SCALE_DTYPE)
+        codes, scales, zeros = quantize_rtn(W, config.bits, config.group_size)
+        scales = scales.to(SCALE_DTYPE)
         log.warning("GPTQ: %s never ran on calibration data; quantized to nearest instead", ", ".join(names))
     else:
         codes, scales, zeros = gptq_quantize(W, hessian.to(W.device), config.bits, config.group_size,
@@ -354,7 +184,7 @@ def _quantize_group(root: nn.Module, names: list[str], hessian: Optional[torch.T
     start = 0
     for name, mod in zip(names, mods):
         rows = mod.out_features
-        new = weight_only.WeightOnlyLinear.from_quantized(
+        new = WeightOnlyLinear.from_quantized(
             codes[start:start + rows], scales[start:start + rows], zeros[start:start + rows], mod.bias,
             config.bits, config.group_size, mod.in_features, mod.out_features)
         root.set_submodule(name, new.to(mod.weight.device))
@@ -379,60 +209,14 @@ def gptq_model(model: nn.Module, samples: list[dict], config: GPTQConfig, device
     targets = target_linears(model, config.head)
     if not targets:
         raise SqueezebenchError("gptq: the model has no Linear layers to quantize")
-    model.to(device).eval()
-    found = find_blocks(model)
-    done: set[str] = set()
-    with CalibrationRun(model, samples, device) as cal:
-        if found is not None:
-            prefix, blocks = found
-            inputs = cal.block_inputs(blocks[0])
-            for i, block in enumerate(blocks):
-                block_prefix = f"{prefix}.{i}." if prefix else f"{i}."
-                names = {n[len(block_prefix):]: m for n, m in targets.items() if n.startswith(block_prefix)}
-                _quantize_scope(block, names, lambda: run_block(block, inputs), config)
-                done.update(block_prefix + n for n in names)
-                outputs = run_block(block, inputs)
-                inputs = [_with_hidden(a, k, out) for (a, k), out in zip(inputs, outputs)]
-                log.info("gptq: block %d/%d quantized", i + 1, len(blocks))
-        rest = {n: m for n, m in targets.items() if n not in done}
-        if rest:  # Linears outside the repeated blocks (heads, poolers), after every block is quantized
-            _quantize_scope(model, rest, cal.run_model, config)
-    model.to("cpu")
-    return {"quantized_layers": sorted(targets), "quantized_linears": len(targets),
-            "sequential_blocks": len(found[1]) if found else 0}
-
-
-def check_has_linears(config: MethodConfig, ctx: MethodContext) -> Optional[str]:
-    if ctx.bundle is None:  # measure phase: the structure comes from restore
-        return None
-    if not weight_only.has_linear(ctx.bundle.module):
-        return "the model has no nn.Linear layers to quantize"
-    return None
-
-
-def quantize_rest(module: nn.Module, config, empty: bool = False) -> dict[str, Any]:
-    """Input embeddings, a tied head and any Linear left over, round-to-nearest as int4-weight-only does
-    (``empty``: only the structure, for restore). Returns int4-weight-only's facts (format, counts)."""
-    return weight_only.quantize_model(module, config.bits, config.group_size, False, config.embeddings,
-                                      config.head, empty=empty)
-
-
-def finish_facts(module: nn.Module, config, facts: dict[str, Any], samples: list[dict]) -> dict[str, Any]:
-    """Quantize what the calibrated pass left (embeddings, tied head) and merge every fact for the record."""
-    rest = quantize_rest(module, config)
-    rtn = rest.pop("quantized_linear_layers")
-    return {**rest, **facts, **calibration_facts(samples), "rtn_linear_layers": rtn,
-            "quantized_linear_layers": facts["quantized_linears"] + rtn}
-
-
-def restore_gptq(module: nn.Module, config: GPTQConfig, facts: dict) -> nn.Module:
-    module = weight_only.restore_as(module, config.bits, config.group_size, facts) or module
-    quantize_rest(module, config, empty=True)
-    return module
+    blocks = calibrate_blockwise(model, samples, device, targets,
+                                 lambda root, names, run, prefix: _quantize_scope(root, names, run, config),
+                                 feed_quantized=True, label="gptq")
+    return {"quantized_layers": sorted(targets), "quantized_linears": len(targets), "sequential_blocks": blocks}
 
 
 @register_method(GPTQConfig, "GPTQ 4-bit weight-only quantization (Hessian-based error compensation, calibrated)",
-                 restore=restore_gptq, check=check_has_linears, devices=("cpu", "cuda"), model_types=MODEL_TYPES,
+                 restore=restore_calibrated, check=check_has_linears, devices=("cpu", "cuda"), model_types=MODEL_TYPES,
                  needs_calibration=True)
 def gptq(module: nn.Module, config: GPTQConfig, ctx: MethodContext) -> nn.Module:
     samples = samples_for(config, ctx)

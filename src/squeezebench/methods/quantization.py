@@ -27,7 +27,8 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, MethodConfig, MethodContext, register_method
-from squeezebench.methods.weight_only import QuantizedEmbedding, _input_embedding, has_linear
+from squeezebench.methods.packed_linear import QuantizedEmbedding
+from squeezebench.methods.weight_only import has_linear, input_embedding
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _check(config, ctx: MethodContext) -> Optional[str]:
 
 def _quantize_embedding(model: nn.Module, empty: bool) -> bool:
     """Replace the input embedding table by an int8 ``QuantizedEmbedding`` (per row); False when there is none."""
-    entry = _input_embedding(model)
+    entry = input_embedding(model)
     if entry is None:
         return False
     name, emb = entry

@@ -2,35 +2,22 @@
 
 This is not an export: the artifact is the same state dict (plus config) the PyTorch runtime loads,
 so its size is the size of the weights it was given (``int8-dynamic+torch-compile`` saves the int8
-weights). The ``torch-compile`` runtime rebuilds the model like the PyTorch runtime (replaying every
-earlier link's restore) and wraps it in ``torch.compile``. Compilation happens on the first call: it
-is recorded as ``compile_s`` in the runtime info (first call = compile + one run, also the latency's
-``first_call_ms``); later recompilations (new input shapes during evaluation) are counted separately.
-Steady-state latency is measured after warm-up as for every variant. Each load uses a fresh, empty
-``TORCHINDUCTOR_CACHE_DIR`` so compile times are cold-cache times.
+weights). The manifest's ``compile`` entry holds this config's parameters; the ``torch-compile`` runtime
+(runtimes/torch_compile.py) reads them, rebuilds the model like the PyTorch runtime and compiles it.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import logging
 import os
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional
 
-import torch
-
-from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import METHODS, ExportResult, Method, MethodConfig, MethodContext
-from squeezebench.runtimes.base import RESTORES, Runtime, StructureRestore, read_manifest, register_runtime
-from squeezebench.runtimes.pytorch import TorchExecutable, load_pytorch, module_dtype, save_pytorch_artifact
-
-log = logging.getLogger(__name__)
+from squeezebench.runtimes.base import RESTORES, StructureRestore, read_manifest
+from squeezebench.runtimes.pytorch import module_dtype, save_pytorch_artifact
 
 CXX_COMPILERS = ("g++", "c++", "clang++")
 
@@ -80,67 +67,3 @@ METHODS.register(TorchCompileConfig.name, Method(
     "PyTorch weights run through torch.compile (compile time recorded apart from steady-state latency)",
     export=export_torch_compile, restore=_restore_identity, check=_check, devices=("cpu", "cuda")))
 RESTORES.register(TorchCompileConfig.name, StructureRestore(TorchCompileConfig, _restore_identity))
-
-
-class CompiledExecutable(TorchExecutable):
-    """A TorchExecutable whose calls go through the compiled module; times the calls that compile."""
-
-    def __init__(self, compiled, eager: torch.nn.Module, device: str, info: dict[str, Any]):
-        super().__init__(eager, device, info)
-        self.compiled = compiled
-        self.info.update(compile_s=None, compile_calls=0, compile_total_s=0.0)
-
-    def run_prepared(self, prepared):
-        from torch._dynamo.utils import counters
-
-        graphs = counters["stats"]["unique_graphs"]
-        t0 = time.perf_counter()
-        try:
-            out = self.compiled(**prepared)
-        except Exception as exc:  # noqa: BLE001 - compile errors come in many types
-            raise SqueezebenchError(f"torch.compile(backend={self.info['backend']}, mode={self.info['mode']}) failed: "
-                                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        if counters["stats"]["unique_graphs"] != graphs or self.info["compile_s"] is None:
-            if self.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - t0
-            if self.info["compile_s"] is None:
-                self.info["compile_s"] = elapsed
-            self.info["compile_calls"] += 1
-            self.info["compile_total_s"] += elapsed
-            self.info["graphs_compiled"] = counters["stats"]["unique_graphs"]
-            self.info["graph_breaks"] = sum(counters["graph_break"].values())
-        return out
-
-
-def _fresh_cache_dir() -> str:
-    path = tempfile.mkdtemp(prefix="squeezebench-inductor-")
-    atexit.register(shutil.rmtree, path, True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
-    return path
-
-
-def load_torch_compile(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
-    """Rebuild like the PyTorch runtime, then wrap the task module in torch.compile (compiled lazily)."""
-    import torch._dynamo
-
-    params = manifest.get("compile", {})
-    config = TorchCompileConfig(**params)
-    cache_dir = _fresh_cache_dir()
-    torch._dynamo.reset()
-    bundle, eager = load_pytorch(directory, manifest, task, device, threads)
-    compiled = torch.compile(eager.module, mode=config.mode, backend=config.backend, dynamic=config.dynamic)
-    info = dict(eager.info, name="torch-compile", backend=config.backend, mode=config.mode, dynamic=config.dynamic,
-                optimization=f"torch.compile backend={config.backend} mode={config.mode} dynamic={config.dynamic}",
-                inductor_cache_dir=cache_dir, cache="fresh empty TORCHINDUCTOR_CACHE_DIR (cold compile)")
-    return bundle, CompiledExecutable(compiled, eager.module, device, info)
-
-
-def _check_device(device: str) -> Optional[str]:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        return "no CUDA device visible to PyTorch"
-    return None
-
-
-register_runtime(Runtime("torch-compile", "PyTorch + torch.compile applied at load", load_torch_compile,
-                         _check_device, ("cpu", "cuda")))
