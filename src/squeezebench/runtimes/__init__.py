@@ -4,3 +4,4 @@ from squeezebench.runtimes.base import RUNTIMES, Executable, Runtime, load_artif
 from squeezebench.runtimes import pytorch  # noqa: F401  (registers the default runtime)
 from squeezebench.runtimes import onnxruntime  # noqa: F401  (ONNX Runtime)
 from squeezebench.runtimes import openvino, torchscript  # noqa: F401  (OpenVINO, TorchScript; torch-compile registers with its method)
+from squeezebench.runtimes import llamacpp  # noqa: F401  (llama.cpp; needs llama-cpp-python only when used)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ import torch
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
 from squeezebench.tasks.base import EvalResult, Executable, Task, register_task
-from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, PPL_RATIO, TTFT, bootstrap_ci, metric_value,
-                                        paired_bootstrap_ci)
+from squeezebench.tasks.metrics import (AGREEMENT, DECODE, PERPLEXITY, PPL_RATIO, ROOFLINE, TTFT, bootstrap_ci,
+                                        metric_value, paired_bootstrap_ci)
 
 
 CALIBRATION_MAX_TOKENS = 1 << 20  # tokens of calibration text kept (BBC News outside a subset: ~1M)
@@ -64,20 +64,20 @@ def perplexity_from(sums: np.ndarray, counts: np.ndarray) -> float:
     return float(np.exp(sums.sum() / counts.sum()))
 
 
-@torch.no_grad()
-def generation_speed(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, repeats: int,
-                     device: str) -> dict[str, Any]:
-    """Median time to first token and decode tokens/s of greedy generation of a fixed length."""
+def timed_generation(generate, new_tokens: int, repeats: int, sync=None) -> dict[str, Any]:
+    """Median time to first token and decode tokens/s of greedy generation of a fixed length.
+
+    ``generate(n)`` produces exactly n new tokens from the fixed prompt and returns how many it made; TTFT is a
+    1-token generation (prefill + first token), decode rate = (n - 1) / (time(n) - time(1))."""
 
     def timed(n: int) -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        if sync:
+            sync()
         t0 = time.perf_counter()
-        out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                             pad_token_id=model.generation_config.pad_token_id or model.config.eos_token_id)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if out.shape[1] - prompt.shape[1] != n:
+        made = generate(n)
+        if sync:
+            sync()
+        if made != n:
             raise RuntimeError("generation stopped early")
         return time.perf_counter() - t0
 
@@ -89,6 +89,42 @@ def generation_speed(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: i
         ttfts.append(first * 1e3)
         decode_rates.append((new_tokens - 1) / max(full - first, 1e-9))
     return {"ttft_ms": ttfts, "decode_tokens_per_s": decode_rates}
+
+
+@torch.no_grad()
+def generation_speed(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, repeats: int,
+                     device: str) -> dict[str, Any]:
+    """``timed_generation`` of transformers' ``generate`` (greedy, KV cache) on a PyTorch model."""
+    pad = model.generation_config.pad_token_id or model.config.eos_token_id
+
+    def generate(n: int) -> int:
+        out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad)
+        return out.shape[1] - prompt.shape[1]
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    return timed_generation(generate, new_tokens, repeats, sync)
+
+
+def executable_generation_speed(run: Any, prompt: torch.Tensor, new_tokens: int, repeats: int) -> dict[str, Any]:
+    """``timed_generation`` of a runtime's own greedy decoding (``run.generate_greedy``, e.g. llama.cpp)."""
+    return timed_generation(lambda n: int(run.generate_greedy({"input_ids": prompt}, n).shape[1]), new_tokens, repeats)
+
+
+def decode_roofline(metrics: dict[str, dict], run: Any, model: Optional[torch.nn.Module]) -> Optional[dict[str, Any]]:
+    """Weight bytes read per generated token (as the variant runs) and the % of the machine's measured memory
+    bandwidth the median decode rate uses; None when the bytes are unknown."""
+    from squeezebench.measures.bandwidth import machine_bandwidth, module_weight_bytes_per_token, roofline
+
+    info = getattr(run, "info", None) or {}
+    if info.get("weight_bytes_per_token"):
+        per_token, source = int(info["weight_bytes_per_token"]), f"{info.get('name', 'runtime')} weight tensors"
+    elif model is not None:
+        per_token, source = module_weight_bytes_per_token(model)["bytes"], "PyTorch parameters and buffers"
+    else:
+        return None
+    out = roofline(metrics["decode_tokens_per_s"]["value"], per_token, machine_bandwidth())
+    out["weight_bytes_from"] = source
+    return out
 
 
 @register_task
@@ -170,20 +206,30 @@ class CausalLM(Task):
                  "joiner": "\\n\\n", "first_token_scored": False}
         flags: list[str] = []
         model = bundle.module
-        if model is not None and hasattr(model, "generate"):
-            device = str(next(iter(model.parameters()), torch.empty(0)).device)
-            prompt = data["ids"][: protocol.gen_prompt_tokens].unsqueeze(0).to(device)
-            try:
-                gen = generation_speed(model, prompt, protocol.gen_new_tokens, protocol.gen_repeats, device)
-                metrics["time_to_first_token"] = metric_value(TTFT, statistics.median(gen["ttft_ms"]), protocol.gen_repeats,
-                                                              samples=gen["ttft_ms"])
-                metrics["decode_tokens_per_s"] = metric_value(DECODE, statistics.median(gen["decode_tokens_per_s"]),
-                                                              protocol.gen_repeats, samples=gen["decode_tokens_per_s"])
-                proto.update(gen_prompt_tokens=protocol.gen_prompt_tokens, gen_new_tokens=protocol.gen_new_tokens,
-                             gen_decoding="greedy, KV cache, transformers generate")
-            except (RuntimeError, TypeError, ValueError) as exc:
-                flags.append(f"generation not measured: {str(exc).splitlines()[0][:120]}")
-        else:
-            proto["generation"] = "not measured: this runtime has no generate()"
+        prompt = data["ids"][: protocol.gen_prompt_tokens].unsqueeze(0)
+        gen, how = None, None
+        try:
+            if hasattr(run, "generate_greedy"):  # a runtime with its own KV-cache decoding (llama.cpp)
+                gen = executable_generation_speed(run, prompt, protocol.gen_new_tokens, protocol.gen_repeats)
+                how = f"greedy, KV cache, {run.info.get('name', 'runtime')} generate_greedy"
+            elif model is not None and hasattr(model, "generate"):
+                device = str(next(iter(model.parameters()), torch.empty(0)).device)
+                gen = generation_speed(model, prompt.to(device), protocol.gen_new_tokens, protocol.gen_repeats, device)
+                how = "greedy, KV cache, transformers generate"
+            else:
+                proto["generation"] = "not measured: this runtime has no generate()"
+        except (RuntimeError, TypeError, ValueError) as exc:
+            flags.append(f"generation not measured: {str(exc).splitlines()[0][:120]}")
+        if gen is not None:
+            metrics["time_to_first_token"] = metric_value(TTFT, statistics.median(gen["ttft_ms"]), protocol.gen_repeats,
+                                                          samples=gen["ttft_ms"])
+            metrics["decode_tokens_per_s"] = metric_value(DECODE, statistics.median(gen["decode_tokens_per_s"]),
+                                                          protocol.gen_repeats, samples=gen["decode_tokens_per_s"])
+            proto.update(gen_prompt_tokens=protocol.gen_prompt_tokens, gen_new_tokens=protocol.gen_new_tokens,
+                         gen_decoding=how)
+            roof = decode_roofline(metrics, run, model)
+            if roof is not None:
+                metrics["decode_bandwidth_percent"] = metric_value(ROOFLINE, roof["percent_of_bandwidth"],
+                                                                   protocol.gen_repeats, **roof)
         return EvalResult(metrics, flags, proto, {"predictions": preds, "window_nll_sums": sums,
                                                   "window_tokens": counts})

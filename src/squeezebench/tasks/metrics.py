@@ -39,6 +39,8 @@ PPL_RATIO = _metric("perplexity_ratio_to_original", "ratio", False, 1,
                     "perplexity / the original variant's on the same windows (paired bootstrap interval)")
 TTFT = _metric("time_to_first_token", "ms", False, 1, "prompt prefill plus first generated token, median")
 DECODE = _metric("decode_tokens_per_s", "tokens/s", True, 1, "generated tokens after the first, per second, median")
+ROOFLINE = _metric("decode_bandwidth_percent", "%", True, 1, "median decode tokens/s x weight bytes read per token, "
+                   "as % of this machine's measured memory copy bandwidth (measures/bandwidth.py)")
 
 
 def metric_value(metric: Metric, value: float, n: int, ci: Optional[tuple[float, float]] = None, **extra) -> dict:

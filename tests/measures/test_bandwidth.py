@@ -1,0 +1,52 @@
+import json
+
+import pytest
+import torch
+
+from squeezebench.measures import bandwidth
+from squeezebench.measures.bandwidth import machine_bandwidth, module_weight_bytes_per_token, roofline
+
+
+def test_bandwidth_is_measured_once_per_environment_and_cached(tmp_path, monkeypatch):
+    calls = []
+    real = bandwidth.measure_copy_bandwidth
+
+    def small(buffer_mb=bandwidth.BUFFER_MB, repeats=bandwidth.REPEATS):
+        calls.append(1)
+        return real(buffer_mb=16, repeats=3)
+
+    monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", small)
+    path = tmp_path / "bw.json"
+    first = machine_bandwidth(path)
+    assert first["copy_gb_s"] > 0.1 and len(first["samples_gb_s"]) == 3 and first["threads"] == 1
+    second = machine_bandwidth(path)
+    assert len(calls) == 1 and second["copy_gb_s"] == first["copy_gb_s"] and second["cached"] == str(path)
+    assert bandwidth.environment_id() in json.loads(path.read_text())
+    machine_bandwidth(path, refresh=True)
+    assert len(calls) == 2
+
+
+def test_roofline_percent():
+    r = roofline(20.0, 500e6, {"copy_gb_s": 10.0, "method": "m"})
+    assert r["decode_gb_s"] == pytest.approx(10.0) and r["percent_of_bandwidth"] == pytest.approx(100.0)
+    assert r["bandwidth_limit_tokens_per_s"] == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_weight_bytes_per_token_counts_the_head_once_and_skips_an_untied_input_table(tied):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+    model = LlamaForCausalLM(cfg)
+    out = module_weight_bytes_per_token(model)
+    params = sum(p.numel() for p in model.parameters()) * 4  # parameters() yields a tied table once
+    table = 1000 * 32 * 4
+    assert out["tied_embeddings"] is tied
+    assert out["bytes"] == (params if tied else params - table) + sum(b.numel() * b.element_size()
+                                                                       for b in model.buffers())
+    # packed int4 weights count as stored
+    from squeezebench.methods.weight_only import quantize_model
+
+    quantize_model(model, 4, 32, False, False, False)
+    assert module_weight_bytes_per_token(model)["bytes"] < out["bytes"]
