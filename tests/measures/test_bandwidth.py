@@ -50,3 +50,13 @@ def test_weight_bytes_per_token_counts_the_head_once_and_skips_an_untied_input_t
 
     quantize_model(model, 4, 32, False, False, False)
     assert module_weight_bytes_per_token(model)["bytes"] < out["bytes"]
+
+
+def test_weight_bytes_per_token_counts_torch_ao_packed_int8_weights():
+    import torch.ao.quantization as tq
+
+    model = torch.nn.Sequential(torch.nn.Linear(256, 128))
+    fp32 = module_weight_bytes_per_token(model)["bytes"]
+    q = tq.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    got = module_weight_bytes_per_token(q)["bytes"]
+    assert 256 * 128 <= got < 0.3 * fp32  # int8 weights (+ scales, fp32 bias): about a quarter of fp32

@@ -98,6 +98,7 @@ def module_weight_bytes_per_token(module: Any) -> dict[str, Any]:
             continue
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
+    total += _packed_params_bytes(module)
     embedding = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
     output = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
     tied = embedding is not None and output is not None and _same_storage(embedding, output)
@@ -106,6 +107,29 @@ def module_weight_bytes_per_token(module: Any) -> dict[str, Any]:
         skipped = sum(t.numel() * t.element_size() for t in list(embedding.parameters()) + list(embedding.buffers()))
     return {"bytes": total - skipped, "total_weight_bytes": total, "input_embedding_bytes_excluded": skipped,
             "tied_embeddings": tied}
+
+
+def _packed_params_bytes(module: Any) -> int:
+    """Bytes of torch.ao quantized modules' packed weights (int8 + scales, bias), which are neither parameters
+    nor buffers (e.g. ``int8-dynamic``'s Linear keeps them in ``_packed_params``)."""
+    total = 0
+    for m in module.modules():
+        if not hasattr(m, "_packed_params") or not callable(getattr(m, "weight", None)):
+            continue
+        w = m.weight()
+        total += w.numel() * w.element_size()
+        if w.is_quantized and w.qscheme() in (torch_per_channel_schemes()):
+            total += w.q_per_channel_scales().numel() * 8 + w.q_per_channel_zero_points().numel() * 8
+        bias = m.bias() if callable(getattr(m, "bias", None)) else None
+        if bias is not None:
+            total += bias.numel() * bias.element_size()
+    return total
+
+
+def torch_per_channel_schemes() -> tuple:
+    import torch
+
+    return (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
 
 
 def _same_storage(a: Any, b: Any) -> bool:
