@@ -150,6 +150,7 @@ def test_llamacpp_runs_the_exported_gguf_like_pytorch(tmp_path, tokenizer, metho
     export, ctx, ids = build(tmp_path, model, tokenizer, method)
     gguf = export.manifest_extra["gguf"]
     assert gguf["check_vs_pytorch"]["mean_cosine"] >= min_cos
+    assert gguf["f32_conversion_check"]["mean_cosine"] >= 0.999 and gguf["f32_conversion_check"]["top1_agreement"] == 1
     quant = method.split("=")[-1].removeprefix("gguf-")
     if quant == "f32":
         assert set(gguf["tensor_types"]) == {"F32"}
@@ -185,3 +186,13 @@ def test_gguf_after_int4_weight_only_says_it_requantised(tmp_path, tokenizer):
     assert any("re-quantised" in n for n in ctx.notes)
     # q8_0 of the int4 weights: llama.cpp's logits follow the int4 PyTorch model closely
     assert export.manifest_extra["gguf"]["check_vs_pytorch"]["mean_cosine"] > 0.995
+
+
+def test_a_wrong_conversion_is_caught_by_the_f32_check(tmp_path, tokenizer, monkeypatch):
+    _llamacpp()
+    from squeezebench.errors import SqueezebenchError
+    from squeezebench.methods import export_gguf
+
+    monkeypatch.setattr(export_gguf, "permute_rows", lambda w, heads: w)  # forget llama.cpp's rotary layout
+    with pytest.raises(SqueezebenchError, match="conversion is broken"):
+        build(tmp_path, tiny_llama(len(tokenizer)), tokenizer, "gguf-q8_0")

@@ -42,9 +42,10 @@ Quant = Literal["q4_0", "q4_k_m", "q8_0", "f16", "f32"]
 # llama.cpp's llama_ftype values (include/llama.h)
 FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15}
 SUPPORTED_TYPES = ("llama",)
-# Sanity checks against PyTorch on one window (quality itself is measured by the task)
+# The conversion is checked on the f32/f16 GGUF against PyTorch on one window (SmolLM2 f32: cosine 1.0, KL 2e-7);
+# a quantised file is only compared and the numbers recorded (SmolLM2 q4_0: cosine 0.88, top-1 0.84 on 96
+# tokens): its cost is what the task's perplexity measures, not a pass/fail here.
 FLOAT_MIN_COSINE = 0.999
-QUANT_MIN_COSINE = 0.9
 REQUANT_NOTE = ("the GGUF quantiser re-quantised the dequantised weights of an earlier 4-bit link on its own grid: "
                 "the earlier link's rounding and a second rounding both apply")
 
@@ -297,9 +298,20 @@ def _compare(path: Path, wrapped: nn.Module, ctx: MethodContext, threads: int) -
     finally:
         runner.close()
     cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)
+    log_p, log_q = torch.log_softmax(torch.from_numpy(ref), -1), torch.log_softmax(torch.from_numpy(got), -1)
+    kl = float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
     return {"tokens": int(ids.shape[1]), "max_abs_diff": float(np.abs(got - ref).max()),
             "reference_max_abs": float(np.abs(ref).max()), "mean_cosine": float(cos.mean()),
-            "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
+            "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()), "mean_kl_to_pytorch": kl}
+
+
+def _check_conversion(path: Path, wrapped: nn.Module, ctx: MethodContext, threads: int) -> dict[str, Any]:
+    check = _compare(path, wrapped, ctx, threads)
+    check["tolerance"] = f"mean cosine of next-token logits to PyTorch >= {FLOAT_MIN_COSINE}"
+    if not np.isfinite(check["mean_cosine"]) or check["mean_cosine"] < FLOAT_MIN_COSINE:
+        raise SqueezebenchError(f"llama.cpp's {path.name} disagrees with PyTorch: mean logit cosine "
+                                f"{check['mean_cosine']:.4f} < {FLOAT_MIN_COSINE}; the GGUF conversion is broken")
+    return check
 
 
 def _earlier_4bit(ctx: MethodContext) -> bool:
@@ -322,21 +334,20 @@ def export_gguf(wrapped: nn.Module, config: MethodConfig, ctx: MethodContext, di
     if quant in ("f32", "f16"):
         write_gguf(path, tensors, hparams, vocab, quant, name, pre)
         write_s, quant_s = time.perf_counter() - t0, 0.0
+        check = conversion = _check_conversion(path, wrapped, ctx, threads)
     else:
         with tempfile.TemporaryDirectory(prefix="squeezebench-gguf-") as tmp:
             f32 = Path(tmp) / "f32.gguf"
             write_gguf(f32, tensors, hparams, vocab, "f32", name, pre)
             write_s = time.perf_counter() - t0
+            conversion = _check_conversion(f32, wrapped, ctx, threads)
             t1 = time.perf_counter()
             quantize(f32, path, quant, threads)
             quant_s = time.perf_counter() - t1
+        check = _compare(path, wrapped, ctx, threads)
+        if not np.isfinite(check["mean_kl_to_pytorch"]):
+            raise SqueezebenchError(f"llama.cpp's {quant} model gives non-finite logits")
     summary = tensor_summary(path)
-    check = _compare(path, wrapped, ctx, threads)
-    floor = FLOAT_MIN_COSINE if quant in ("f32", "f16") else QUANT_MIN_COSINE
-    check["tolerance"] = f"mean cosine of next-token logits to PyTorch >= {floor}"
-    if not np.isfinite(check["mean_cosine"]) or check["mean_cosine"] < floor:
-        raise SqueezebenchError(f"llama.cpp's {quant} model disagrees with PyTorch: mean logit cosine "
-                                f"{check['mean_cosine']:.4f} < {floor}; the GGUF conversion is broken")
     requant = quant not in ("f32", "f16") and _earlier_4bit(ctx)
     fmt = f"GGUF {quant} ({', '.join(f'{k} x{v}' for k, v in sorted(summary['tensor_types'].items()))})"
     ctx.facts.update(in_memory_compressed=quant not in ("f32",), in_memory_format=fmt + ", run by llama.cpp kernels",
@@ -346,7 +357,8 @@ def export_gguf(wrapped: nn.Module, config: MethodConfig, ctx: MethodContext, di
         ctx.notes.append(REQUANT_NOTE)
     extra = {"gguf_file": GGUF_FILE, "gguf": {
         "quant": quant, "pre_tokenizer": pre, "hparams": hparams, "write_s": write_s, "quantize_s": quant_s,
-        "requantized_after_4bit": requant, "check_vs_pytorch": check, **summary}}
+        "requantized_after_4bit": requant, "f32_conversion_check": conversion, "check_vs_pytorch": check,
+        **summary}}
     return ExportResult(runtime="llamacpp", weight_files=[path], manifest_extra=extra)
 
 
