@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from squeezebench.measures.contention import ContentionProbe  # noqa: E402
 
 DEFAULT_METHODS = ["original", "int8-dynamic", "gguf:quant=f32", "gguf-q8_0", "gguf-q4_k_m", "gguf-q4_0",
-                   "gptq:group_size=32+gguf-q4_0"]
+                   "gptq:group_size=32+gguf-q4_0", "openvino-int4"]  # openvino-int4: perplexity only (no KV cache)
 
 
 def metric(rec: dict, name: str, key: str = "value"):

@@ -174,3 +174,60 @@ def export_openvino_int8_weights(wrapped, config: OpenVinoInt8WeightsConfig, ctx
         f"{config.mode} per-channel weights, decompressed inside f32 kernels; activations f32"))
     return ExportResult("openvino", files, _manifest(compressed, {
         "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode}))
+
+
+@dataclass(frozen=True)
+class OpenVinoInt4Config(MethodConfig):
+    """NNCF weight-only int4 (data-free): mode sym/asym, group_size weights per scale, ratio: share of the
+    compressible layers put in int4 (NNCF keeps the rest, e.g. the embedding, int8_asym)."""
+
+    name: ClassVar[str] = "openvino-int4"
+    mode: Literal["int4_sym", "int4_asym"] = "int4_sym"
+    group_size: int = 128
+    ratio: float = 1.0
+
+    def __post_init__(self):
+        if not 0 < self.ratio <= 1:
+            raise ValueError("ratio must be in (0, 1]")
+        if self.group_size != -1 and self.group_size < 8:
+            raise ValueError("group_size must be >= 8, or -1 for one scale per output channel")
+
+
+class _FullMaskLM(torch.nn.Module):
+    """forward(input_ids) -> logits with an explicit all-ones attention mask: transformers 5 otherwise derives
+    packed-sequence masks with ``torch.diff``, which the OpenVINO (and ONNX) converters cannot translate."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False).logits
+
+
+def _for_conversion(wrapped: torch.nn.Module) -> torch.nn.Module:
+    from squeezebench.tasks.causal_lm import NextTokenLogits
+
+    return _FullMaskLM(wrapped.model).eval() if isinstance(wrapped, NextTokenLogits) else wrapped
+
+
+@register_export(OpenVinoInt4Config, "OpenVINO IR + NNCF weight-only int4 compression (groups of 128, no calibration)",
+                 check=_check, devices=("cpu",))
+def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext, directory: Path) -> ExportResult:
+    import nncf
+
+    model = convert(_for_conversion(wrapped), ctx)
+    mode = nncf.CompressWeightsMode.INT4_SYM if config.mode == "int4_sym" else nncf.CompressWeightsMode.INT4_ASYM
+    try:
+        compressed = nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
+    except Exception as exc:  # noqa: BLE001
+        raise SqueezebenchError(f"nncf.compress_weights failed: {str(exc).splitlines()[0]}") from None
+    files = _save(compressed, directory)
+    ctx.facts.update(in_memory_compressed=True, in_memory_format=(
+        f"{config.mode} weights in groups of {config.group_size} ({config.ratio:.0%} of layers; the rest int8_asym), "
+        "decompressed inside the CPU plugin's kernels; activations float"))
+    return ExportResult("openvino", files, _manifest(compressed, {
+        "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode,
+        "group_size": config.group_size, "ratio": config.ratio,
+        "converted_with": "explicit all-ones attention mask" if isinstance(_for_conversion(wrapped), _FullMaskLM)
+        else "the task's module"}))
