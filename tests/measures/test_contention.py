@@ -41,19 +41,27 @@ def _quiet_window(work=None) -> dict:
                 "the probe was right to flag it, the quiet case cannot be checked now")
 
 
-def test_a_competing_busy_loop_on_the_same_core_sets_the_busy_flag_and_a_quiet_core_does_not():
+def _busy_window() -> dict:
     core = sorted(os.sched_getaffinity(0))[0]
     child = subprocess.Popen([sys.executable, "-c", BUSY_LOOP], preexec_fn=lambda: os.sched_setaffinity(0, {core}))
     try:
         time.sleep(0.3)  # let it start spinning
-        busy = _window(core, 1.5)
+        return _window(core, 1.5)
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_competing_busy_loop_on_the_same_core_sets_the_busy_flag():
+    busy = _busy_window()
     assert busy["available"] and busy["busy"], busy
     assert busy["others_fraction"] > 0.5, busy  # the child alone used most of the core
     assert busy["own_cpu_s"] < 0.3 * busy["window_s"]  # this process slept
+
+
+def test_a_quiet_core_is_not_flagged_and_reads_lower_than_with_the_busy_loop():
     quiet = _quiet_window()
+    busy = _busy_window()
     assert not quiet["busy"] and quiet["others_fraction"] < busy["others_fraction"] - 0.3, (quiet, busy)
     assert len(quiet["load_average"]) == 3 and quiet["method"]
 
@@ -93,3 +101,23 @@ def test_wait_idle_is_bounded_and_reports_what_it_saw():
     result = wait_idle(0.5, window_s=0.2, threshold=-1.0)  # a negative threshold: every window counts as busy
     assert not result["idle"] and result["last"]["busy"]
     assert time.monotonic() - t0 < 1.5
+
+
+def test_arithmetic_on_fixed_kernel_counters(monkeypatch):
+    """Deterministic: the probe's numbers from given /proc readings (start, stop), independent of the machine."""
+    from squeezebench.measures import contention
+
+    readings = {"busy": iter([1000, 1000 + 200]), "own": iter([50, 50 + 180])}  # 2 s window, 100 Hz, 2 cores
+    clock = iter([10.0, 12.0])
+    monkeypatch.setattr(contention, "busy_jiffies", lambda cores: next(readings["busy"]))
+    monkeypatch.setattr(contention, "own_jiffies", lambda: next(readings["own"]))
+    monkeypatch.setattr(contention, "CLOCK_TICKS", 100)
+    monkeypatch.setattr(contention.time, "monotonic", lambda: next(clock))
+    quiet = ContentionProbe(cores=[0, 1]).start().stop()
+    assert quiet["own_cpu_s"] == pytest.approx(1.8) and quiet["others_cpu_s"] == pytest.approx(0.2)
+    assert quiet["others_fraction"] == pytest.approx(0.05) and quiet["busy"] is False
+    readings.update(busy=iter([0, 300]), own=iter([0, 100]))  # others used 2 core-seconds of 4
+    clock = iter([0.0, 2.0])
+    busy = ContentionProbe(cores=[0, 1]).start().stop()
+    assert busy["others_cores_avg"] == pytest.approx(1.0) and busy["others_fraction"] == pytest.approx(0.5)
+    assert busy["busy"] is True
