@@ -60,3 +60,18 @@ def test_weight_bytes_per_token_counts_torch_ao_packed_int8_weights():
     q = tq.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     got = module_weight_bytes_per_token(q)["bytes"]
     assert 256 * 128 <= got < 0.3 * fp32  # int8 weights (+ scales, fp32 bias): about a quarter of fp32
+
+
+def test_weight_bytes_per_token_of_an_int8_dynamic_llama():
+    """int8-dynamic swaps the head for a torch.ao Linear whose ``weight`` is a method (it crashed the roofline)."""
+    import torch.ao.quantization as tq
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    fp32 = LlamaForCausalLM(cfg)
+    before = module_weight_bytes_per_token(fp32)
+    q = tq.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
+    after = module_weight_bytes_per_token(q)
+    assert not after["tied_embeddings"]  # the int8 head is a copy: the fp32 input table is not read per token
+    assert after["bytes"] < before["bytes"]

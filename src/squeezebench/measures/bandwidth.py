@@ -97,7 +97,7 @@ def module_weight_bytes_per_token(module: Any) -> dict[str, Any]:
     seen: set[int] = set()
     total = 0
     for t in list(module.parameters()) + list(module.buffers()):
-        if t.data_ptr() in seen or not isinstance(t, torch.Tensor):
+        if t.data_ptr() in seen:
             continue
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
@@ -136,8 +136,10 @@ def torch_per_channel_schemes() -> tuple:
 
 
 def _same_storage(a: Any, b: Any) -> bool:
-    wa, wb = getattr(a, "weight", None), getattr(b, "weight", None)
-    return wa is not None and wb is not None and wa.data_ptr() == wb.data_ptr()
+    import torch
+
+    wa, wb = getattr(a, "weight", None), getattr(b, "weight", None)  # torch.ao modules: weight is a method
+    return isinstance(wa, torch.Tensor) and isinstance(wb, torch.Tensor) and wa.data_ptr() == wb.data_ptr()
 
 
 def roofline(tokens_per_s: float, bytes_per_token: float, bandwidth: dict[str, Any]) -> dict[str, Any]:
