@@ -134,7 +134,7 @@ def llama_tensors(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, An
     for i, layer in enumerate(inner.layers):
         out[f"blk.{i}.attn_norm.weight"] = layer.input_layernorm.weight.detach().float()
         out[f"blk.{i}.ffn_norm.weight"] = layer.post_attention_layernorm.weight.detach().float()
-        for parent, size in ((layer.self_attn, None), (layer.mlp, None)):
+        for parent in (layer.self_attn, layer.mlp):
             for hf, gg in names.items():
                 module = getattr(parent, hf, None)
                 if module is None:
