@@ -115,10 +115,17 @@ def main() -> None:
     t0 = time.time()
     records = Runner(config, progress=lambda s: print(s, flush=True)).run()
     contention = probe.stop()
+    from squeezebench.measures.bandwidth import measured_with_contention
+
+    after = measured_with_contention()  # a second reading: a busy machine makes the first one read low
     base = next((r for r in records if r["method"] == "original" and r["status"] == "ok"), None)
     base_decode = metric(base, "decode_tokens_per_s") if base else None
     rows = [row(r, base_decode) for r in records]
     print_table(rows, bandwidth)
+    if any((r["percent_of_bandwidth"] or 0) > 100 for r in rows):
+        print(f"\nWARNING: a decode rate above 100 % of the measured bandwidth: the bandwidth was measured low "
+              f"(busy machine?); measured again after the run: {after['copy_gb_s']:.1f} GB/s "
+              f"(best copy {after['copy_gb_s_best']:.1f}); re-run with --refresh-bandwidth on a quiet machine")
     print(f"\nother processes used {contention.get('others_cores_avg', float('nan')):.2f} of the pinned core(s) "
           f"on average during the run; load average {contention.get('load_average')}"
           + (" - MACHINE BUSY: timings are not trustworthy" if contention.get("busy") else ""))
@@ -126,7 +133,7 @@ def main() -> None:
            time.gmtime(t0)), "wall_s": time.time() - t0, "host": platform.node(), "core": args.core,
            "threads": 1, "protocol": {k: getattr(protocol, k) for k in ("seq_len", "ppl_window", "ppl_stride",
            "ppl_max_tokens", "gen_prompt_tokens", "gen_new_tokens", "gen_repeats", "limit")},
-           "bandwidth": bandwidth, "contention": contention, "rows": rows}
+           "bandwidth": bandwidth, "bandwidth_after_run": after, "contention": contention, "rows": rows}
     path = out / "decode_roofline.json"
     path.write_text(json.dumps(doc, indent=1, default=str))
     print(f"\nwrote {path}")
