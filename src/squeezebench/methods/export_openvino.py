@@ -183,7 +183,7 @@ class OpenVinoInt4Config(MethodConfig):
 
     name: ClassVar[str] = "openvino-int4"
     mode: Literal["int4_sym", "int4_asym"] = "int4_sym"
-    group_size: int = 128
+    group_size: int = 32  # as llama.cpp's Q4_0; NNCF's 128 does not divide SmolLM2's 576-wide rows
     ratio: float = 1.0
 
     def __post_init__(self):
@@ -211,7 +211,7 @@ def _for_conversion(wrapped: torch.nn.Module) -> torch.nn.Module:
     return _FullMaskLM(wrapped.model).eval() if isinstance(wrapped, NextTokenLogits) else wrapped
 
 
-@register_export(OpenVinoInt4Config, "OpenVINO IR + NNCF weight-only int4 compression (groups of 128, no calibration)",
+@register_export(OpenVinoInt4Config, "OpenVINO IR + NNCF weight-only int4 compression (groups of 32, no calibration)",
                  check=_check, devices=("cpu",))
 def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext, directory: Path) -> ExportResult:
     import nncf
