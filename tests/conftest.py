@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the decode roofline caches this machine's measured bandwidth; tests must not leave theirs in ~/.cache
+os.environ.setdefault("SQUEEZEBENCH_CACHE", tempfile.mkdtemp(prefix="squeezebench-test-cache-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

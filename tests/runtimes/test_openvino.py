@@ -161,3 +161,24 @@ def test_whisper_openvino_int8_graphs_run(tmp_path):
     assert all(any(" a=u8" in k or " a=i8" in k for k in layers[g]) for g in layers), layers
     got = exe.generate_greedy(batch(features(2, seed=5)), 8)
     assert got.dtype == torch.int64 and got.shape[0] == 2 and 1 <= got.shape[1] <= 8
+
+
+def test_openvino_int4_causal_lm_runs_int4_weights_and_stays_close(tmp_path, tiny_llama_dir):
+    task = TASKS.get("causal-lm")
+    bundle = load_model(source_of(str(tiny_llama_dir)), task)
+    with torch.no_grad():  # larger weights than the init's, so that logits differ clearly between tokens
+        for p in bundle.module.parameters():
+            if p.dim() == 2:
+                p.mul_(5)
+    ids = bundle.tokenizer(" ".join(SENTENCES), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    calib = [{"input_ids": ids[:, :16]}]
+    export, facts = build(tmp_path, bundle, task, "openvino-int4:group_size=32", calib)
+    assert facts["in_memory_compressed"] is True
+    assert export.manifest_extra["export"]["converted_with"] == "explicit all-ones attention mask"
+    _, exe = load_artifact(tmp_path, task, "cpu", 1)
+    assert any(" w=u4" in k or " w=i4" in k for k in exe.info["compute_layers"]), exe.info["compute_layers"]
+    for length in (16, 9):  # the sequence axis stays dynamic
+        x = {"input_ids": ids[:, :length]}
+        got, ref = exe(x), _eager(task, bundle, x)
+        assert got.shape == ref.shape
+        assert _cosine(got[0], ref[0]).mean().item() > 0.9

@@ -73,3 +73,44 @@ def test_calibration_windows_are_distinct_and_keep_the_old_order():
     assert len(task.calibration_inputs(None, {"ids": ids}, p, 500)) == 10_000 // 128  # no repeats
     short = task.calibration_inputs(None, {"ids": torch.arange(50)}, p, 4)
     assert len(short) == 1 and short[0]["input_ids"].shape == (1, 50)
+
+
+def test_evaluate_times_generation_through_a_runtimes_generate_greedy_and_reports_the_roofline(monkeypatch):
+    from types import SimpleNamespace
+
+    from squeezebench.measures import bandwidth
+    from squeezebench.tasks import TASKS
+    from squeezebench.tasks.base import Protocol
+
+    monkeypatch.setattr(bandwidth, "machine_bandwidth", lambda: {"copy_gb_s": 10.0, "cached": "test"})
+    model = Bigram()
+
+    class Runtime:
+        info = {"name": "fake", "weight_bytes_per_token": 1_000_000}
+
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, x):
+            return model(x["input_ids"]).detach()
+
+        def generate_greedy(self, inputs, n):
+            self.calls.append((inputs["input_ids"].shape, n))
+            return torch.zeros(1, n, dtype=torch.long)
+
+    run = Runtime()
+    task = TASKS.get("causal-lm")
+    ids = torch.randint(0, 11, (200,), generator=torch.Generator().manual_seed(1))
+    data = {"ids": ids, "dataset": SimpleNamespace(fingerprint=lambda: "x", examples=[1])}
+    tokenizer = type("Tok", (), {"__len__": lambda self: 11, "name_or_path": ""})()
+    bundle = SimpleNamespace(tokenizer=tokenizer, module=None)
+    protocol = Protocol(ppl_window=32, ppl_stride=16, gen_prompt_tokens=8, gen_new_tokens=5, gen_repeats=2)
+    result = task.evaluate(run, bundle, data, protocol, None)
+    m = result.metrics
+    assert (torch.Size([1, 8]), 5) in run.calls and (torch.Size([1, 8]), 1) in run.calls
+    assert m["decode_tokens_per_s"]["value"] > 0 and m["time_to_first_token"]["n"] == 2
+    roof = m["decode_bandwidth_percent"]
+    assert roof["weight_bytes_per_token"] == 1_000_000 and roof["bandwidth_gb_s"] == 10.0
+    expect = 100 * m["decode_tokens_per_s"]["value"] * 1e6 / 10e9
+    assert math.isclose(roof["value"], expect, rel_tol=1e-9)
+    assert "fake generate_greedy" in result.protocol["gen_decoding"]

@@ -18,6 +18,7 @@ from squeezebench.methods import precision  # noqa: F401  (registers original, f
 from squeezebench.methods import prune_unstructured, prune_structured, prune_2of4  # noqa: F401  (prune-*)
 from squeezebench.methods import clustering  # noqa: F401  (cluster-kmeans)
 from squeezebench.methods import export_onnx  # noqa: F401  (onnx, onnx-int8-dynamic, onnx-int8-static)
+from squeezebench.methods import export_gguf  # noqa: F401  (gguf, gguf-q4_0, gguf-q4_k_m, gguf-q8_0: llama.cpp)
 from squeezebench.methods import export_openvino, export_torchscript, torch_compile  # noqa: F401  (openvino*, torchscript, torch-compile)
 from squeezebench.methods import weight_only  # noqa: F401  (int8-weight-only, int4-weight-only)
 from squeezebench.methods import quantization  # noqa: F401  (int8-dynamic, int8-static)

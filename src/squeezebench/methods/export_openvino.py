@@ -296,3 +296,57 @@ def export_openvino_graphs(graphs: ExportGraphs, ctx: MethodContext, directory: 
                    for n, s in graphs.graphs.items()},
         "export": {"converter": "openvino.convert_model (PyTorch frontend, no ONNX)", "check_vs_pytorch": checks,
                    "calibration_samples": len(samples), **extra}})
+
+
+@dataclass(frozen=True)
+class OpenVinoInt4Config(MethodConfig):
+    """NNCF weight-only int4 (data-free): mode sym/asym, group_size weights per scale, ratio: share of the
+    compressible layers put in int4 (NNCF keeps the rest, e.g. the embedding, int8_asym)."""
+
+    name: ClassVar[str] = "openvino-int4"
+    mode: Literal["int4_sym", "int4_asym"] = "int4_sym"
+    group_size: int = 32  # as llama.cpp's Q4_0; NNCF's 128 does not divide SmolLM2's 576-wide rows
+    ratio: float = 1.0
+    bounds: ClassVar[dict[str, Range]] = {
+        "ratio": Range(0, 1, lo_open=True),
+        "group_size": Range(8, also=((-1, "one scale per output channel"),))}
+
+
+class _FullMaskLM(torch.nn.Module):
+    """forward(input_ids) -> logits with an explicit all-ones attention mask: transformers 5 otherwise derives
+    packed-sequence masks with ``torch.diff``, which the OpenVINO (and ONNX) converters cannot translate."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False).logits
+
+
+def _for_conversion(wrapped: torch.nn.Module) -> torch.nn.Module:
+    from squeezebench.tasks.generation_common import NextTokenLogits
+
+    return _FullMaskLM(wrapped.model).eval() if isinstance(wrapped, NextTokenLogits) else wrapped
+
+
+@register_export(OpenVinoInt4Config, "OpenVINO IR + NNCF weight-only int4 compression (groups of 32, no calibration)",
+                 check=_check, devices=("cpu",))
+def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext, directory: Path) -> ExportResult:
+    import nncf
+
+    model = convert(_for_conversion(wrapped), ctx)
+    mode = nncf.CompressWeightsMode.INT4_SYM if config.mode == "int4_sym" else nncf.CompressWeightsMode.INT4_ASYM
+    try:
+        compressed = nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
+    except Exception as exc:  # noqa: BLE001
+        raise SqueezebenchError(f"nncf.compress_weights failed: {str(exc).splitlines()[0]}") from None
+    files = _save(compressed, directory)
+    ctx.facts.update(in_memory_compressed=True, in_memory_format=(
+        f"{config.mode} weights in groups of {config.group_size} ({config.ratio:.0%} of layers; the rest int8_asym), "
+        "decompressed inside the CPU plugin's kernels; activations float"))
+    return ExportResult("openvino", files, _manifest(compressed, {
+        "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode,
+        "group_size": config.group_size, "ratio": config.ratio,
+        "converted_with": "explicit all-ones attention mask" if isinstance(_for_conversion(wrapped), _FullMaskLM)
+        else "the task's module"}))

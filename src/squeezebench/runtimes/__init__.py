@@ -5,3 +5,4 @@ from squeezebench.runtimes import pytorch  # noqa: F401  (registers the default 
 from squeezebench.runtimes import onnxruntime  # noqa: F401  (ONNX Runtime)
 from squeezebench.runtimes import openvino, torchscript  # noqa: F401  (OpenVINO, TorchScript)
 from squeezebench.runtimes import torch_compile  # noqa: F401  (PyTorch + torch.compile at load)
+from squeezebench.runtimes import llamacpp  # noqa: F401  (llama.cpp; needs llama-cpp-python only when used)

@@ -8,6 +8,7 @@ scored once, with at least ``ppl_window - ppl_stride`` tokens of context after t
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -16,7 +17,8 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks import text_common
 from squeezebench.tasks.base import EvalResult, Executable, register_task
 from squeezebench.tasks.generation_common import NextTokenLogits, speed_metrics
-from squeezebench.tasks.metrics import AGREEMENT, PERPLEXITY, PPL_RATIO, bootstrap_ci, metric_value, paired_bootstrap_ci
+from squeezebench.tasks.metrics import (AGREEMENT, PERPLEXITY, PPL_RATIO, ROOFLINE, bootstrap_ci, metric_value,
+                                        paired_bootstrap_ci)
 
 
 CALIBRATION_MAX_TOKENS = 1 << 20  # tokens of calibration text kept (BBC News outside a subset: ~1M)
@@ -48,6 +50,23 @@ def window_nll(run: Executable, ids: torch.Tensor, window: int, stride: int) -> 
 
 def perplexity_from(sums: np.ndarray, counts: np.ndarray) -> float:
     return float(np.exp(sums.sum() / counts.sum()))
+
+
+def decode_roofline(metrics: dict[str, dict], run: Any, model: Optional[torch.nn.Module]) -> Optional[dict[str, Any]]:
+    """Weight bytes read per generated token (as the variant runs) and the % of the machine's measured memory
+    bandwidth the median decode rate uses; None when the bytes are unknown."""
+    from squeezebench.measures.bandwidth import machine_bandwidth, module_weight_bytes_per_token, roofline
+
+    info = getattr(run, "info", None) or {}
+    if info.get("weight_bytes_per_token"):
+        per_token, source = int(info["weight_bytes_per_token"]), f"{info.get('name', 'runtime')} weight tensors"
+    elif model is not None:
+        per_token, source = module_weight_bytes_per_token(model)["bytes"], "PyTorch parameters and buffers"
+    else:
+        return None
+    out = roofline(metrics["decode_tokens_per_s"]["value"], per_token, machine_bandwidth())
+    out["weight_bytes_from"] = source
+    return out
 
 
 @register_task
@@ -126,5 +145,14 @@ class CausalLM(text_common.TextTask):
                                                   protocol)
         metrics.update(speed)
         proto.update(speed_proto)
+        if "decode_tokens_per_s" in metrics:
+            try:
+                roof = decode_roofline(metrics, run, bundle.module)
+            except Exception as exc:  # noqa: BLE001 - a derived number must not lose the measured ones
+                roof = None
+                flags.append(f"roofline not computed: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
+            if roof is not None:
+                metrics["decode_bandwidth_percent"] = metric_value(ROOFLINE, roof["percent_of_bandwidth"],
+                                                                   protocol.gen_repeats, **roof)
         return EvalResult(metrics, flags, proto, {"predictions": preds, "window_nll_sums": sums,
                                                   "window_tokens": counts})
