@@ -11,6 +11,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# protocol settings that change when a measurement is taken, not what is measured: left out of the comparability key
+NOT_COMPARED = ("wait_idle_s",)
+
 Status = Literal["ok", "skipped", "failed", "pending", "imported"]
 
 
@@ -62,6 +65,12 @@ class Latency(Section):
     warmup_ms: list[float] = Field(default_factory=list)
     timer: str = "perf_counter"
     first_call_ms: Optional[float] = None
+    contention: Optional[dict[str, Any]] = None  # CPU other processes used on our cores while timed (measures/contention.py)
+
+    @property
+    def busy(self) -> bool:
+        """Other processes used a large share of the measured cores while this was timed."""
+        return bool(self.contention and self.contention.get("busy"))
 
 
 class Vram(Section):
@@ -220,7 +229,7 @@ class Record(Section):
         import hashlib
         import json
 
-        protocol = {k: v for k, v in self.protocol.dump().items() if v is not None}
+        protocol = {k: v for k, v in self.protocol.dump().items() if v is not None and k not in NOT_COMPARED}
         data = {k: v for k, v in self.dataset.dump().items() if v is not None}
         payload = [self.task.name, self.task.version, data, protocol, self.model.fingerprint]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
