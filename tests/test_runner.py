@@ -41,8 +41,10 @@ def test_sentence_embedding_original_fp16_bf16(tmp_path, tiny_bert_dir, topic_cs
     assert mem["peak_rss_mb"] >= mem["baseline_rss_mb"] > 0
     # the kernel's own accounting of the child agrees with what the child read from /proc; a forked child's
     # ru_maxrss starts at the parent's peak RSS (here pytest's), so the larger of the two is what the kernel reports
-    expected = max(mem["process_peak_rss_mb"], mem["parent_peak_rss_at_spawn_mb"])
-    assert abs(mem["os_child_maxrss_mb"] - expected) / expected < 0.05
+    # (how much of the parent's peak a child inherits depends on how it was forked: bounded by both)
+    kernel = mem["os_child_maxrss_mb"]
+    assert mem["process_peak_rss_mb"] * 0.95 <= kernel <= max(mem["process_peak_rss_mb"],
+                                                              mem["parent_peak_rss_at_spawn_mb"]) * 1.05
     q = orig["quality"]
     assert q["primary"] == "accuracy" and 0 <= q["metrics"]["accuracy"]["value"] <= 1
     assert len(q["metrics"]["accuracy"]["ci95"]) == 2
