@@ -2,13 +2,15 @@
 with their own temp dirs, ports and custom resources, torn down by process id (never ``ray stop``, which would
 also stop any other Ray of this user on the machine).
 
-Every process the cluster starts inherits a marker variable; teardown signals exactly the processes carrying it.
+Every process the cluster starts inherits a marker variable; teardown signals exactly the processes carrying it
+and their descendants.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -62,15 +64,20 @@ def _ray(*args: str, env: dict) -> None:
 def start(node_resources: list[dict]) -> Cluster:
     root = Path(tempfile.mkdtemp(prefix="sbray-", dir="/tmp"))
     (root / "ctl").mkdir()
+    # token authentication with this cluster's own token (in the environment of its processes and of the driver):
+    # independent of ~/.ray/auth_token, which a local ray.init() writes and a plain `ray start` would pick up
     env = dict(os.environ, **{MARKER: uuid.uuid4().hex}, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
                SQUEEZEBENCH_TEST_DIR=str(root / "ctl"), HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0",
-               TMPDIR=str(root / "tmp"))
+               TMPDIR=str(root / "tmp"), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     (root / "tmp").mkdir()
     env.pop("RAY_ADDRESS", None)
     cluster = Cluster(root, env)
     try:
+        ports = free_ports(2 + 7 * len(node_resources))  # at once, so that no two are the same
+        port, dash = ports[:2]
         for i, resources in enumerate(node_resources):
-            p = free_ports(7)
+            p = ports[2 + 7 * i: 9 + 7 * i]
             common = ["--num-cpus", "1", "--num-gpus", "0", "--resources", json.dumps(resources),
                       "--object-store-memory", str(100 * 1024 * 1024), "--disable-usage-stats",
                       "--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
@@ -78,7 +85,6 @@ def start(node_resources: list[dict]) -> Cluster:
                       "--runtime-env-agent-port", str(p[4]), "--metrics-export-port", str(p[5]),
                       "--temp-dir", str(root / f"ray{i}")]
             if i == 0:
-                port, dash = free_ports(2)
                 _ray("start", "--head", "--port", str(port), "--include-dashboard=false", "--dashboard-port",
                      str(dash), "--node-ip-address", "127.0.0.1", *common, env=env)
                 cluster.address = f"127.0.0.1:{port}"
@@ -91,47 +97,80 @@ def start(node_resources: list[dict]) -> Cluster:
     return cluster
 
 
+WAIT_FOR_NODES = """
+import json, sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    alive = [x for x in ray.nodes() if x.get("Alive")]
+    if len(alive) >= int(sys.argv[2]) or time.monotonic() > deadline:
+        print(json.dumps({x["NodeID"]: x["Resources"] for x in alive}))
+        break
+    time.sleep(0.5)
+ray.shutdown()
+"""
+
+
 def _wait_for_nodes(cluster: Cluster, n: int, timeout: float = 120) -> dict[str, dict]:
-    import ray
-
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            alive = [x for x in ray.nodes() if x.get("Alive")]
-            if len(alive) >= n:
-                return {x["NodeID"]: dict(x["Resources"]) for x in alive}
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(alive)} of {n} Ray nodes came up")
-            time.sleep(0.5)
-    finally:
-        ray.shutdown()
+    """Node id -> resources, once ``n`` nodes are alive (asked by a separate driver with the cluster's token)."""
+    proc = subprocess.run([sys.executable, "-c", WAIT_FOR_NODES, cluster.address, str(n), str(timeout)],
+                          env=cluster.env, capture_output=True, text=True, timeout=timeout + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not list the Ray nodes: {proc.stderr[-2000:]}")
+    nodes = json.loads(proc.stdout.strip().splitlines()[-1])
+    if len(nodes) < n:
+        raise RuntimeError(f"only {len(nodes)} of {n} Ray nodes came up")
+    return nodes
 
 
-def marked_pids(cluster: Cluster) -> list[int]:
-    """Processes carrying this cluster's marker in their environment (ours only: others' environ is unreadable)."""
-    needle = f"{MARKER}={cluster.env[MARKER]}".encode()
-    pids = []
+def _processes() -> dict[int, tuple[int, bytes, bytes]]:
+    """pid -> (parent pid, environ, cmdline) of every process we may read (others' environ is unreadable)."""
+    table = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            table[int(entry.name)] = (ppid, (entry / "environ").read_bytes(), (entry / "cmdline").read_bytes())
+        except (OSError, ValueError, IndexError):
             continue
-    return pids
+    return table
+
+
+def cluster_pids(cluster: Cluster) -> list[int]:
+    """The cluster's processes: those carrying its marker or naming its folder, and all their descendants (Ray's
+    agents and workers rename themselves with setproctitle, which overwrites their environ and command line)."""
+    table = _processes()
+    needle, folder = f"{MARKER}={cluster.env[MARKER]}".encode(), str(cluster.root).encode()
+    found = {pid for pid, (_, environ, cmdline) in table.items()
+             if pid != os.getpid() and (needle in environ.split(b"\0") or folder in cmdline)}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _, _) in table.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    return sorted(pid for pid in found if not _zombie(pid))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stop(cluster: Cluster) -> None:
+    """SIGTERM every process of the cluster (found once, before any dies and orphans its children), then SIGKILL
+    what is left after 10 s."""
+    pids = cluster_pids(cluster)
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        pids = marked_pids(cluster)
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait
-        while marked_pids(cluster) and time.monotonic() < deadline:
+        while any(not _zombie(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
+        pids = [pid for pid in pids if not _zombie(pid)] + [p for p in cluster_pids(cluster) if p not in pids]
     shutil.rmtree(cluster.root, ignore_errors=True)

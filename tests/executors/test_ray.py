@@ -14,12 +14,21 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray", reason="ray is not installed; pip install 'squeezebench[ray]' to test --executor ray")
+from squeezebench.errors import SqueezebenchError
+from squeezebench.executors.ray import Request, _Driver, _rewrite, parse_resources
+from squeezebench.results import iter_records
+from squeezebench.runner import RunConfig, Runner
+from tests.conftest import fast_protocol
+from tests.executors import ray_cluster
 
-from squeezebench.results import iter_records  # noqa: E402
-from tests.executors import ray_cluster  # noqa: E402
+try:
+    import ray  # noqa: F401
 
-pytestmark = pytest.mark.integration
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed; pip install 'squeezebench[ray]' to test "
+                               "--executor ray on a two-node local Ray cluster")
 
 METHODS = ["original", "fp16", "bf16", "int8-dynamic"]
 ON = {"original": "node_a", "fp16": "node_a", "bf16": "node_b", "int8-dynamic": "node_b"}
@@ -34,7 +43,7 @@ def cluster():
         yield c
     finally:
         ray_cluster.stop(c)
-    assert ray_cluster.marked_pids(c) == [], "a process of the test cluster outlived teardown"
+    assert ray_cluster.cluster_pids(c) == [], "a process of the test cluster outlived teardown"
 
 
 def cli(cluster, out: Path, image_dir: Path, model: str, methods: list[str], *extra: str) -> subprocess.Popen:
@@ -67,6 +76,8 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+@needs_ray
+@pytest.mark.integration
 def test_two_node_study_with_a_killed_worker_then_resumed(cluster, tmp_path, image_dir):
     out = tmp_path / "out"
     resources = json.dumps({m: {ON[m]: 0.01} for m in METHODS})
@@ -142,6 +153,8 @@ def shape(obj, path: str = "") -> set[str]:
     return keys
 
 
+@needs_ray
+@pytest.mark.integration
 def test_shared_artifact_dir(cluster, tmp_path, image_dir):
     out, shared = tmp_path / "out", tmp_path / "shared"
     rc, err = finish(cli(cluster, out, image_dir, "tiny_cnn", ["original"], "--executor", "ray", "--ray-address",
@@ -152,3 +165,147 @@ def test_shared_artifact_dir(cluster, tmp_path, image_dir):
     (artifact,) = (shared / "tiny_cnn").glob("original-*")
     assert rec["build"]["size"]["weight_files"] and all((artifact / f).is_file() for f in rec["build"]["size"]["weight_files"])
     assert not (out / "artifacts").exists()  # nothing travelled through the object store
+
+
+# --- without a cluster: options, requests, and the driver's answers to a cluster that cannot take a task ---------
+@pytest.mark.parametrize("text, message", [
+    ("{cpu: 1}", "not valid JSON"),
+    ('{"cpu": 1}', "must map a device, method or 'build'"),
+    ('{"cpu": {"a": -1}}', "positive"),
+    ('{"cpu": {"squeezebench_timing_slot": 1}}', "must not name squeezebench_timing_slot"),
+])
+def test_bad_ray_resources_are_one_line_errors(text, message):
+    with pytest.raises(SqueezebenchError, match=message):
+        parse_resources(text)
+
+
+def test_request_lacking_names_what_no_node_offers():
+    nodes = [{"Resources": {"CPU": 4, "squeezebench_timing_slot": 1, "node_a": 1}},
+             {"Resources": {"CPU": 2, "GPU": 1, "squeezebench_timing_slot": 1}}]
+    assert Request(2, 1, {"squeezebench_timing_slot": 1}).lacking(nodes) is None
+    assert Request(4, 1, {}).lacking(nodes) in ({"GPU"}, {"CPU"})
+    assert Request(1, 0, {"node_b": 0.01}).lacking(nodes) == {"node_b"}
+    assert Request(1, 0, {}).lacking([]) == {"CPU"}
+
+
+def test_remote_paths_are_rewritten_to_the_drivers():
+    result = {"reference_file": "/tmp/sbray-x/reference.npz", "files": ["/tmp/sbray-x/artifact/m.bin", "m.bin"], "n": 3,
+              "error": "build subprocess died (exit code 1); log /tmp/sbray-x/build.log: boom"}
+    paths = {"/tmp/sbray-x/artifact": "/out/artifacts/m", "/tmp/sbray-x/reference.npz": "/out/references/r.npz",
+             "/tmp/sbray-x/build.log": "/out/logs/m-original-cpu.log"}
+    assert _rewrite(result, paths) == {"reference_file": "/out/references/r.npz",
+                                       "files": ["/out/artifacts/m/m.bin", "m.bin"], "n": 3,
+                                       "error": "build subprocess died (exit code 1); log /out/logs/m-original-cpu.log: boom"}
+
+
+def test_ray_options_need_the_ray_executor(capsys):
+    from squeezebench.cli import main
+
+    assert main(["run", "--model", "x", "--task", "image-classification", "--ray-address", "auto"]) == 2
+    assert "--ray-address need --executor ray" in capsys.readouterr().err
+
+
+class FakeRay:
+    """Just enough of ``ray`` for the driver's bookkeeping: nodes that can be lost, cancel, put."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self, nodes):
+        self._nodes, self.cancelled, self.submitted = nodes, [], []
+
+    def nodes(self):
+        return [{"Alive": True, "NodeID": f"n{i}", "NodeManagerAddress": "10.0.0.1", "Resources": r}
+                for i, r in enumerate(self._nodes)]
+
+    def remote(self, *args, **kw):
+        fake = self
+
+        class Fn:
+            def __init__(self, fn):
+                self.fn = fn
+
+            def options(self, **opts):
+                return self
+
+            def remote(self, *a):
+                fake.submitted.append(self.fn.__name__)
+                return (object(), object()) if self.fn.__name__ == "build_task" else object()
+        return Fn(args[0]) if args and callable(args[0]) else Fn  # ray.remote(fn) or ray.remote(**opts)(fn)
+
+    def cancel(self, ref, force=False):
+        self.cancelled.append(ref)
+
+    def put(self, value):
+        return value
+
+    def get(self, ref, timeout=None):
+        if ref in self.cancelled:
+            raise self.exceptions.RayError("cancelled")
+        raise AssertionError("a fake task has no result")
+
+
+def _driver(tmp_path, image_dir, nodes, devices=("cpu",), resources=None):
+    config = RunConfig(models=["python:tests.helpers_models:tiny_cnn"], task="image-classification",
+                       methods=["original"], devices=list(devices), dataset=f"image-dir:{image_dir}",
+                       out=tmp_path / "out", team="t", protocol=fast_protocol(), executor="ray",
+                       executor_options={"address": "10.0.0.1:6379", "resources": resources})
+    runner = Runner(config)
+    runner._started = __import__("datetime").datetime.now()
+    runner._run_path, runner._run_file = tmp_path / "out" / "t" / "run-x.json", None
+    fake = FakeRay(nodes)
+    return _Driver(fake, runner.executor, runner.plan(), runner), fake, runner
+
+
+@needs_ray
+def test_a_cluster_without_timing_slots_is_refused_before_any_build(tmp_path, image_dir):
+    driver, fake, _ = _driver(tmp_path, image_dir, [{"CPU": 8}])
+    with pytest.raises(SqueezebenchError, match="squeezebench_timing_slot"):
+        driver.run()
+    assert fake.submitted == []
+
+
+@needs_ray
+def test_cuda_on_a_cluster_without_gpus_is_skipped_with_the_reason(tmp_path, image_dir):
+    driver, fake, runner = _driver(tmp_path, image_dir, [{"CPU": 2, "squeezebench_timing_slot": 1}], devices=["cuda"])
+    (unit,) = driver.units
+    record = runner.start(unit, unit.slots[0])
+    runner.apply_build(record, {"status": "ok"}, check_cuda=False)
+    driver.submit_measure(unit, unit.slots[0], record, None)
+    assert fake.submitted == [] and record.status == "skipped" and "['GPU']" in record.reason
+    assert [r.status for r in iter_records([tmp_path / "out" / "t"])] == ["skipped"]
+
+
+@needs_ray
+def test_a_queued_measurement_whose_node_type_was_lost_fails_instead_of_waiting(tmp_path, image_dir):
+    slot_a = {"CPU": 1, "squeezebench_timing_slot": 1, "node_a": 1}
+    slot_b = {"CPU": 1, "squeezebench_timing_slot": 1, "node_b": 1}
+    driver, fake, runner = _driver(tmp_path, image_dir, [slot_a, slot_b], resources='{"cpu": {"node_b": 0.01}}')
+    (unit,) = driver.units
+    record = runner.start(unit, unit.slots[0])
+    runner.apply_build(record, {"status": "ok"}, check_cuda=False)
+    driver.submit_measure(unit, unit.slots[0], record, None)
+    assert fake.submitted == ["measure_task"] and len(driver.pending) == 1
+    driver.drop_unplaceable()
+    assert len(driver.pending) == 1  # node_b is still there: keep waiting
+    fake._nodes = [slot_a]  # node_b lost
+    driver.drop_unplaceable()
+    assert driver.pending == {} and len(fake.cancelled) == 1
+    (rec,) = iter_records([tmp_path / "out" / "t"])
+    assert rec.status == "failed" and "['node_b']" in rec.error and "change --ray-resources" in rec.error
+
+
+@needs_ray
+def test_a_misspelt_resources_key_is_refused(tmp_path, image_dir):
+    driver, _, _ = _driver(tmp_path, image_dir, [], resources='{"orignal": {"node_b": 0.01}}')
+    with pytest.raises(SqueezebenchError, match="did you mean 'original'"):
+        driver.ex._check_keys(driver.units)
+
+
+@needs_ray
+def test_an_address_nobody_answers_is_a_one_line_error_at_once(tmp_path, image_dir):
+    from squeezebench.executors.ray import RayExecutor
+
+    port = ray_cluster.free_ports(1)[0]
+    with pytest.raises(SqueezebenchError, match=f"no Ray head node answers at 127.0.0.1:{port}"):
+        RayExecutor(address=f"127.0.0.1:{port}").execute(_driver(tmp_path, image_dir, [])[0].units, None)

@@ -8,7 +8,9 @@
 - Resources: every task asks for ``num_cpus`` = the run's ``--threads`` (or 1); CUDA work asks for ``num_gpus=1``
   (the GPU Ray assigns is the worker's ``cuda``); every measurement also asks for one ``squeezebench_timing_slot``,
   a custom resource each node offers once (``ray start --resources '{"squeezebench_timing_slot": 1}'``), so that
-  no two timed measurements share a node. Builds need no slot. ``--ray-resources`` adds custom resources per
+  no two timed measurements share a node. Builds need no slot. Ray sets ``OMP_NUM_THREADS`` to a task's
+  ``num_cpus``, so without ``--threads`` a measurement runs PyTorch on one thread (recorded in
+  ``environment.torch_threads``, which keeps it apart from local multi-threaded numbers). ``--ray-resources`` adds custom resources per
   device, per method label, per ``LABEL@DEVICE`` or for ``build``, to steer tasks to node types.
 - The artifact travels in Ray's object store (the artifact folder as a tar in memory; fine for small artifacts)
   or, with ``--artifact-dir DIR``, through a folder every node mounts at the same path. The driver keeps a copy
@@ -18,17 +20,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import platform
-import shutil
 import signal
-import tarfile
-import tempfile
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,12 +32,12 @@ from squeezebench import isolation
 from squeezebench.atomic import atomic_write
 from squeezebench.errors import SqueezebenchError
 from squeezebench.executors.base import Executor, Sink, Slot, Unit, register_executor
+from squeezebench.executors.ray_tasks import build_task, measure_task, untar
 from squeezebench.results.schema import Placement
 
 log = logging.getLogger(__name__)
 
 TIMING_SLOT = "squeezebench_timing_slot"
-LOG_TAIL_BYTES = 256 * 1024  # how much of a remote worker log comes back
 WAIT_S = 5.0  # how often the driver re-checks that queued tasks can still be placed (nodes may be lost)
 INSTALL = "pip install 'squeezebench[ray]'"
 
@@ -52,81 +48,6 @@ def _ray():
     except ImportError:
         raise SqueezebenchError(f"--executor ray needs Ray, which is not installed; {INSTALL}") from None
     return ray
-
-
-# --- what runs on the cluster (module-level, so Ray ships it by reference) -----------------------------------
-
-def _here() -> dict[str, Any]:
-    import ray
-
-    ctx = ray.get_runtime_context()
-    return {"hostname": platform.node(), "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-            "resources": {k: float(v) for k, v in ctx.get_assigned_resources().items()}}
-
-
-def _tar(directory: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(directory, arcname=".")
-    return buf.getvalue()
-
-
-def _untar(payload: bytes, directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as tar:
-        tar.extractall(directory, filter="data")
-
-
-def _log_text(path: Path) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def build_task(job: dict, timeout_s: float, shared: bool) -> tuple[dict, Optional[bytes]]:
-    """The build phase on some node; returns (what the driver needs, the artifact as a tar or None)."""
-    where = _here()
-    with tempfile.TemporaryDirectory(prefix="sbray-") as tmp:
-        work = Path(tmp)
-        artifact_dir = job["artifact_dir"] if shared else str(work / "artifact")
-        start = time.time()
-        result, acct = isolation.spawn("build", dict(job, artifact_dir=artifact_dir), work / "build.log", timeout_s)
-        end = time.time()
-        result["os"] = acct
-        payload = _tar(Path(artifact_dir)) if not shared and result.get("status") == "ok" else None
-        meta = {"result": result, "where": where, "start": start, "end": end, "log": _log_text(work / "build.log"),
-                "paths": {artifact_dir: job["artifact_dir"]}}
-    return meta, payload
-
-
-def measure_task(job: dict, artifact: Optional[bytes], reference: Optional[bytes], timeout_s: float,
-                 writes_reference: bool) -> dict:
-    """The measure phase on the node Ray chose (it holds this node's timing slot while it runs)."""
-    where = _here()
-    with tempfile.TemporaryDirectory(prefix="sbray-") as tmp:
-        work = Path(tmp)
-        paths = {}
-        if artifact is not None:
-            _untar(artifact, work / "artifact")
-            paths[str(work / "artifact")] = job["artifact_dir"]
-            job = dict(job, artifact_dir=str(work / "artifact"))
-        ref_path = work / "reference.npz"
-        if reference is not None:
-            ref_path.write_bytes(reference)
-        paths[str(ref_path)] = job["reference_path"]
-        job = dict(job, reference_path=str(ref_path))
-        if job["device"].startswith("cuda"):
-            job["device"] = "cuda"  # the GPU Ray assigned (CUDA_VISIBLE_DEVICES) is this process's first
-        start = time.time()
-        result, acct = isolation.spawn("measure", job, work / "measure.log", timeout_s)
-        end = time.time()
-        reference_out = ref_path.read_bytes() if writes_reference and ref_path.is_file() else None
-        return {"result": result, "os": acct, "where": where, "start": start, "end": end,
-                "log": _log_text(work / "measure.log"), "reference": reference_out, "paths": paths}
 
 
 # --- the driver ---------------------------------------------------------------------------------------------
@@ -237,11 +158,31 @@ class RayExecutor(Executor):
             return
         # "local": a private Ray on this machine (one timing slot); anything else joins an existing cluster
         start_options = {"resources": {TIMING_SLOT: 1}, "include_dashboard": False} if self.address == "local" else {}
-        ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING, **start_options)
+        _check_reachable(self.address)
+        try:
+            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING, **start_options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SqueezebenchError(f"cannot join the Ray cluster at {self.address} ({first[:200]}); pass the head "
+                                    "node's host:port as --ray-address, or auto on a node of the cluster") from None
         try:
             _Driver(ray, self, units, sink).run()
         finally:
             ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port that does not answer is reported at once (ray.init would retry for minutes)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise SqueezebenchError(f"no Ray head node answers at {address} ({exc.strerror or exc}); pass the head "
+                                "node's host:port (ray start --head --port) as --ray-address") from None
 
 
 class _Driver:
@@ -311,8 +252,8 @@ class _Driver:
         job = asdict(unit.build_job)
         if self.ex.artifact_dir is not None:
             job["artifact_dir"] = str(self.shared_dir(unit))
-        meta, artifact = self.build_fn.options(**request.options()).remote(job, self.timeout_s,
-                                                                           self.ex.artifact_dir is not None)
+        meta, artifact = self.build_fn.options(**request.options()).remote(
+            job, self.timeout_s, self.ex.artifact_dir is not None, str(unit.todo[0].log_path))
         self.pending[meta] = ("build", unit, None, request, artifact)
         self.sink.progress(f"{unit.todo[0].label}: build submitted {request.describe()}")
 
@@ -333,7 +274,7 @@ class _Driver:
         if self.ex.artifact_dir is not None:
             job["artifact_dir"] = str(self.shared_dir(unit))
         ref = self.measure_fn.options(**request.options()).remote(
-            job, artifact, self.reference_ref(unit), self.timeout_s, unit.writes_reference(slot))
+            job, artifact, self.reference_ref(unit), self.timeout_s, unit.writes_reference(slot), str(slot.log_path))
         self.pending[ref] = ("measure", unit, slot, request, record)
 
     def reference_ref(self, unit: Unit):
@@ -373,6 +314,8 @@ class _Driver:
                 continue
             self.pending.pop(ref)
             self.ray.cancel(ref, force=True)
+            for cancelled in (ref, extra) if kind == "build" else (ref,):
+                _consume(self.ray, cancelled)
             if kind == "build":
                 self.fail_build(unit, f"no alive node of the Ray cluster offers {sorted(lacking)} any more "
                                 f"(node lost?); the build asked for {request.describe()}", lacking)
@@ -387,7 +330,7 @@ class _Driver:
         self.append_log(unit.todo[0].log_path, "build", out)
         result = out["result"]
         if self.ex.artifact_dir is None and result.get("status") == "ok":
-            _untar(self.ray.get(artifact), unit.artifact_dir)  # the driver's copy, as after a local run
+            untar(self.ray.get(artifact), unit.artifact_dir)  # the driver's copy, as after a local run
         result = _rewrite(result, out["paths"])
         where = out["where"]
         self.sink.progress(f"{unit.todo[0].label}: built on {where['node_ip']} (node {where['node_id'][:8]}) "
@@ -436,11 +379,10 @@ class _Driver:
     def done(self, unit: Unit, slot: Slot, record) -> None:
         self.finished += 1
         self.sink.finish(slot, record)
-        self.sink.progress(f"  {self.status()}")
         if unit.writes_reference(slot) and unit.reference in self.waiting:
-            queued = self.waiting.pop(unit.reference)
-            for args in queued:
+            for args in self.waiting.pop(unit.reference):
                 self.submit_measure(*args)
+        self.sink.progress(f"  {self.status()}")
 
     def append_log(self, path: Path, phase: str, out: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -453,9 +395,8 @@ class _Driver:
 def _rewrite(obj: Any, paths: dict[str, str]) -> Any:
     """Paths on the node that ran a phase, in its result, as they are on the driver."""
     if isinstance(obj, str):
-        for remote, local in paths.items():
-            if remote != local and obj.startswith(remote):
-                return local + obj[len(remote):]
+        for remote in sorted(paths, key=len, reverse=True):  # a folder's file before the folder
+            obj = obj.replace(remote, paths[remote])
         return obj
     if isinstance(obj, dict):
         return {k: _rewrite(v, paths) for k, v in obj.items()}
@@ -465,8 +406,9 @@ def _rewrite(obj: Any, paths: dict[str, str]) -> Any:
 
 
 def _consume(ray, ref) -> None:
+    """Fetch a failed or cancelled task's result, so that Ray does not log it as an unhandled error later."""
     try:
-        ray.get(ref)
+        ray.get(ref, timeout=10)
     except ray.exceptions.RayError:
         pass
 
