@@ -82,7 +82,7 @@ def test_two_node_study_with_a_killed_worker_then_resumed(cluster, tmp_path, ima
     out = tmp_path / "out"
     resources = json.dumps({m: {ON[m]: 0.01} for m in METHODS})
     ray_args = ["--executor", "ray", "--ray-address", cluster.address, "--ray-resources", resources]
-    (cluster.ctl / "stall-method").write_text("bf16")
+    arm_stall(cluster, "bf16")
     proc = cli(cluster, out, image_dir, "stall_chosen_build", METHODS, *ray_args)
     # kill the Ray worker process that runs bf16's build (the worker subprocess's parent) in the middle of it
     worker = wait_for(cluster.ctl / "stall-build.pid")
@@ -151,6 +151,45 @@ def shape(obj, path: str = "") -> set[str]:
         p = f"{path}.{k}" if path else k
         keys |= {p} | shape(v, p)
     return keys
+
+
+def arm_stall(cluster, method: str) -> None:
+    """The next build of ``method`` by stall_chosen_build waits (until released) and writes its pid."""
+    for name in ("stall-release", "stall-build.pid"):
+        (cluster.ctl / name).unlink(missing_ok=True)
+    (cluster.ctl / "stall-method").write_text(method)
+
+
+def gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@needs_ray
+@pytest.mark.integration
+def test_sigterm_to_the_driver_cancels_the_cluster_work_then_the_study_resumes(cluster, tmp_path, image_dir):
+    out = tmp_path / "out"
+    args = ["--executor", "ray", "--ray-address", cluster.address]
+    arm_stall(cluster, "original")
+    proc = cli(cluster, out, image_dir, "stall_chosen_build", ["original"], *args)
+    worker = wait_for(cluster.ctl / "stall-build.pid")
+    proc.send_signal(signal.SIGTERM)
+    rc, err = finish(proc)
+    assert rc == 128 + signal.SIGTERM, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("squeezebench: stopped by SIGTERM while waiting for the Ray cluster; the "
+                                            "worker was killed; results recorded so far are kept")
+    assert gone(worker), "the build kept running on the cluster after the driver stopped"
+    (cluster.ctl / "stall-release").write_text("go")
+    rc, err = finish(cli(cluster, out, image_dir, "stall_chosen_build", ["original"], *args))
+    assert rc == 0, err[-3000:]
+    assert [r["status"] for r in records(out)] == ["ok"]
 
 
 @needs_ray

@@ -231,15 +231,18 @@ class _Driver:
         for unit in self.units:
             if unit.todo:
                 self.submit_build(unit)
-        with _stop_on_signals():
+        with _stop_on_signals() as stop:
             try:
                 self.loop()
-            except BaseException:
+            except BaseException as exc:
                 for ref in list(self.pending):
                     try:
                         self.ray.cancel(ref, force=True)
                     except Exception:  # noqa: BLE001 - best effort while stopping
                         pass
+                if stop.signum is not None and not isinstance(exc, isolation.Stopped):
+                    # Ray's wait turns the handler's exception into a bare KeyboardInterrupt
+                    raise isolation.Stopped(stop.signum, "waiting for the Ray cluster") from None
                 raise
 
     def submit_build(self, unit: Unit) -> None:
@@ -427,8 +430,11 @@ def _ray_error(exc: BaseException) -> str:
 class _stop_on_signals:
     """SIGTERM/SIGHUP while waiting on the cluster stop the run like Ctrl-C (tasks cancelled, records kept)."""
 
+    signum = None
+
     def __enter__(self):
         def handler(signum, frame):
+            self.signum = signum
             raise isolation.Stopped(signum, "waiting for the Ray cluster")
 
         self.previous = {}
