@@ -131,3 +131,24 @@ def memory_hog_killed(pretrained: bool = True) -> ModelBundle:
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
         raise
+
+
+def stall_chosen_build(pretrained: bool = True) -> ModelBundle:
+    """tiny_cnn whose build, for the one method named in ``$SQUEEZEBENCH_TEST_DIR/stall-method``, writes its pid to
+    ``stall-build.pid`` there and waits (up to 120 s) for ``stall-release``: the test kills it mid-build. The
+    method is read from the worker's job file (``python -m squeezebench.worker build JOB RESULT``)."""
+    import json
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    where = Path(os.environ["SQUEEZEBENCH_TEST_DIR"])
+    chosen = where / "stall-method"
+    if pretrained and chosen.is_file() and not (where / "stall-release").exists():
+        if json.loads(Path(sys.argv[2]).read_text())["method"] == chosen.read_text().strip():
+            (where / "stall-build.pid").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 120
+            while not (where / "stall-release").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    return tiny_cnn(pretrained)

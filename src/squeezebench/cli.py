@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
                      "(default: tokenizer files beside the .onnx file)")
     _add_measure_args(run)
+    run.add_argument("--executor", default="local", help="where builds and measurements run: local (this machine, "
+                     "one after another; default) or ray (a Ray cluster; pip install 'squeezebench[ray]')")
+    run.add_argument("--ray-address", help="Ray cluster to join (host:port, or auto for the one started on this "
+                     "machine with `ray start`; default $RAY_ADDRESS, else a private Ray on this machine)")
+    run.add_argument("--artifact-dir", help="with --executor ray: a folder every node mounts at this same absolute "
+                     "path, through which builds reach measurements (default: Ray's object store)")
+    run.add_argument("--ray-resources", metavar="JSON", help="with --executor ray: custom Ray resources per device, "
+                     "method, METHOD@DEVICE or 'build', e.g. '{\"cpu\": {\"node_type_a\": 0.01}}'")
 
     demo = sub.add_parser("demo", help="offline demo: all-MiniLM-L6-v2 on BBC News, original/fp16/bf16")
     _add_measure_args(demo)
@@ -131,8 +139,20 @@ def cmd_run(args) -> int:
                                                       args.audio_column),
                        protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
                        trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
-                       command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin)
+                       command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin,
+                       executor=args.executor, executor_options=_executor_options(args))
     return _run(config)
+
+
+def _executor_options(args) -> dict:
+    """The --ray-* options, for the ray executor only (one line naming the option otherwise)."""
+    given = {"address": args.ray_address, "artifact_dir": args.artifact_dir, "resources": args.ray_resources}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and args.executor != "ray":
+        names = {"address": "--ray-address", "artifact_dir": "--artifact-dir", "resources": "--ray-resources"}
+        flags = ", ".join(names[k] for k in given)
+        raise SqueezebenchError(f"{flags} need --executor ray")
+    return given
 
 
 def cmd_demo(args) -> int:

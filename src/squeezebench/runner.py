@@ -1,7 +1,9 @@
 """Plan and run variants: each (model, method, device) is built and measured in fresh subprocesses.
 
-The parent blocks on each child (no polling while it is measured), reads the kernel's accounting of the
-child's peak RSS afterwards (wait4), and writes every record to the run file before starting the next.
+The runner plans (executors.base.Unit: a variant's build job and its measure jobs per device) and an executor
+carries the plan out: ``local`` (the default) one phase after another on this machine, ``ray`` on a cluster.
+The parent of each worker blocks on it (no polling while it is measured), reads the kernel's accounting of the
+child's peak RSS afterwards (wait4); the runner writes every record to the run file the moment it is complete.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import Any, Callable, Optional
 
 from squeezebench import isolation, outdir, references
 from squeezebench.errors import SqueezebenchError
+from squeezebench.executors import Executor, Slot, Unit, make_executor
 from squeezebench.methods import METHODS, chain_spec, parse_chain
 from squeezebench.models.checks import check_model_config
 from squeezebench.models.sources import check_available, fingerprint, source_of
 from squeezebench.outdir import check_team
 from squeezebench.plugins import load_plugins
-from squeezebench.progress import Step
 from squeezebench.protocol import Protocol
 from squeezebench.results import Record, RunFile, iter_records
+from squeezebench.results.schema import Placement
 from squeezebench.tasks import TASKS
 from squeezebench.tasks.data import DatasetOptions
 from squeezebench.variant import Job, Variant
@@ -50,6 +53,8 @@ class RunConfig:
     timeout_s: float = 3600.0
     command: str = ""
     plugins: list[str] = field(default_factory=list)  # modules registering tasks/measures/methods (squeezebench.plugins)
+    executor: str = "local"  # where the phases run (squeezebench.executors): local, ray
+    executor_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"address": ..., "artifact_dir": ...}
 
 
 def _slug(text: str) -> str:
@@ -108,6 +113,7 @@ class Runner:
         self.config = config
         self.progress = progress
         self.task, self.variants, self.data = validate(config)
+        self.executor = make_executor(config.executor, **config.executor_options)
         self.out = Path(config.out)
         self.records: list[Record] = []
 
@@ -141,59 +147,83 @@ class Runner:
     def run(self) -> list[Record]:
         """Measure every variant; the output folder is claimed (checked writable, locked) before the first build."""
         with outdir.claim(self.out, self.config.team):
-            return self._run_all()
+            return self._run_all(self.executor)
 
-    def _run_all(self) -> list[Record]:
-        started = datetime.now(timezone.utc)
-        run_path = self.out / self.config.team / f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+    def _run_all(self, executor: Executor) -> list[Record]:
+        self._started = datetime.now(timezone.utc)
+        self._run_path = self.out / self.config.team / f"run-{self._started.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+        self._run_file: Optional[RunFile] = None
+        executor.execute(self.plan(), self)
+        return self.records
+
+    def plan(self) -> list[Unit]:
+        """Every variant with its build job and, per device, its measure job; ok records of earlier runs stand in
+        for their slots (resume)."""
         done = self._done_keys()
-        run_file: Optional[RunFile] = None
         total = len(self.variants) * len(self.config.devices)
-        i = 0
+        units, i = [], 0
         for variant in self.variants:
             source, method = variant.source, variant.label
             build_key = _digest([self._base_record(variant, "cpu", None).protocol_key(), method])
             artifact_dir = self.out / "artifacts" / _slug(source["name"]) / f"{_slug(method)}-{build_key}"
             reference = self.out / "references" / f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz"
-            build: Optional[dict] = None
+            unit = Unit(variant, artifact_dir, reference,
+                        self._job(variant, _build_device(variant), artifact_dir, reference))
             for device in self.config.devices:
                 i += 1
-                label = f"[{i}/{total}] {source['name']} · {method} · {device}"
                 key = self._key(variant, method, device)
-                if key in done and not _reference_lost(done[key]):
-                    self.progress(Step(f"{label}: already measured ({done[key].status}), skipped (use --force to redo)",
-                                       i, total, "done"))
-                    self.records.append(done[key])
-                    continue
-                record = self._base_record(variant, device, key)
-                log_path = self.out / "logs" / f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log"
-                if build is None:
-                    self.progress(Step(f"{label}: building the variant (load, compress, save)...", i, total, "build"))
-                    job = self._job(variant, _build_device(variant), artifact_dir, reference)
-                    build, acct = self._spawn("build", job, log_path)
-                    build["os"] = acct
-                record.set_section("build", build)
-                built = record.build
-                if built.status == "ok" and device.startswith("cuda") and not _cuda_available():
-                    record.status, record.reason = "skipped", "no CUDA device visible to PyTorch"
-                elif built.status != "ok":
-                    record.status, record.reason, record.error = built.status, built.reason, built.error
-                else:
-                    self.progress(Step(f"{label}: measuring (latency, memory, quality)...", i, total, "measure"))
-                    result, acct = self._spawn("measure", self._job(variant, device, artifact_dir, reference), log_path)
-                    for name, value in result.items():
-                        record.set_section(name, value)
-                    if record.ok and record.memory is not None:
-                        record.memory.os_child_maxrss_mb = acct["child_maxrss_mb"]
-                        record.memory.parent_peak_rss_at_spawn_mb = acct["parent_peak_rss_at_spawn_mb"]
-                    record.set_section("os", acct)
-                record.finished = datetime.now(timezone.utc).isoformat()
-                if run_file is None:
-                    run_file = RunFile(run_path, self._header(started))
-                run_file.add(record)
-                self.records.append(record)
-                self.progress(Step(f"{label}: {_summary(record)}", i, total, "done"))
-        return self.records
+                prior = done.get(key)
+                unit.slots.append(Slot(
+                    label=f"[{i}/{total}] {source['name']} · {method} · {device}", device=device, key=key,
+                    index=i, total=total,
+                    job=self._job(variant, device, artifact_dir, reference),
+                    log_path=self.out / "logs" / f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log",
+                    done=prior if prior is not None and not _reference_lost(prior) else None))
+            units.append(unit)
+        return units
+
+    # --- the Sink an executor reports to (executors.base.Sink) ------------------------------------
+    @property
+    def timeout_s(self) -> float:
+        return self.config.timeout_s
+
+    def spawn(self, phase: str, job: Job, log_path: Path) -> tuple[dict, dict]:
+        return self._spawn(phase, job, log_path)
+
+    def keep(self, slot: Slot) -> None:
+        self.progress(slot.step(f"already measured ({slot.done.status}), skipped (use --force to redo)", "done"))
+        self.records.append(slot.done)
+
+    def start(self, unit: Unit, slot: Slot) -> Record:
+        return self._base_record(unit.variant, slot.device, slot.key)
+
+    def apply_build(self, record: Record, build: dict, check_cuda: bool = True) -> bool:
+        record.set_section("build", build)
+        built = record.build
+        if built.status == "ok" and check_cuda and record.device.startswith("cuda") and not _cuda_available():
+            record.status, record.reason = "skipped", "no CUDA device visible to PyTorch"
+        elif built.status != "ok":
+            record.status, record.reason, record.error = built.status, built.reason, built.error
+        else:
+            return True
+        return False
+
+    def apply_measure(self, record: Record, result: dict, accounting: dict, placement: Placement) -> None:
+        for name, value in result.items():
+            record.set_section(name, value)
+        if record.ok and record.memory is not None:
+            record.memory.os_child_maxrss_mb = accounting["child_maxrss_mb"]
+            record.memory.parent_peak_rss_at_spawn_mb = accounting["parent_peak_rss_at_spawn_mb"]
+        record.set_section("os", accounting)
+        record.set_section("node", placement)
+
+    def finish(self, slot: Slot, record: Record) -> None:
+        record.finished = datetime.now(timezone.utc).isoformat()
+        if self._run_file is None:
+            self._run_file = RunFile(self._run_path, self._header(self._started))
+        self._run_file.add(record)
+        self.records.append(record)
+        self.progress(slot.step(_summary(record), "done"))
 
     def _header(self, started: datetime) -> dict[str, Any]:
         return {"team": self.config.team, "started": started.isoformat(), "command": self.config.command,

@@ -125,6 +125,21 @@ class Environment(Section):
         return "|".join(str(v) for v in (self.hostname, self.cpu, self.torch_threads, self.gpu))
 
 
+class Placement(Section):
+    """Where and when a variant was measured: the executor, the machine (on Ray: the node's id and address, and
+    what the task was granted) and the measuring process's start and end (``time.time()``), so that overlapping
+    measurements on one node can be found."""
+
+    executor: str = "local"
+    hostname: Optional[str] = None
+    node_id: Optional[str] = None
+    node_ip: Optional[str] = None
+    resources: dict[str, float] = Field(default_factory=dict)
+    build_node_id: Optional[str] = None
+    start: Optional[float] = None
+    end: Optional[float] = None
+
+
 class RuntimeInfo(Section):
     name: str
     threads: Optional[int] = None
@@ -215,6 +230,7 @@ class Record(Section):
     runtime: Optional[RuntimeInfo] = None
     environment: Optional[Environment] = None
     imported: Optional[Imported] = None  # set only on rows imported from a hand-written table
+    node: Optional[Placement] = None
     finished: Optional[str] = None
     source_file: Optional[str] = Field(default=None, exclude=True)  # where it was read from; never written
 
