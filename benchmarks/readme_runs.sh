@@ -11,6 +11,8 @@ SB="$PIN .venv/bin/squeezebench"
 T=${THREADS:+--threads $THREADS}
 TEAM=${TEAM:-squeezebench}
 IMAGENET=${IMAGENET:-../shared/data/imagenet-sample}
+SPEECH=${SPEECH:-../shared/data/speech-synth}
+LIBRISPEECH=${LIBRISPEECH:-../shared/data/librispeech-sample}
 
 run_demo() { $SB demo $T --team "$TEAM" --out results/demo; }
 
@@ -44,6 +46,27 @@ run_efficientnet() {
     onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile \
     prune-structured:ratio=0.3,bn_samples=0 prune-structured:ratio=0.3 prune-structured:ratio=0.3+distill:steps=200,lr=0.0001 \
     prune-structured:ratio=0.3+distill:steps=200,lr=0.0001+openvino-int8
+}
+
+# Whisper tiny.en (converted from the CTranslate2 package) on a seeded subset of 40 of the 200 synthetic utterances, and the original
+# on the 4 real LibriSpeech utterances
+run_whisper() {
+  $SB run $T --team "$TEAM" --out results/whisper --model offline:whisper-tiny.en --task speech-recognition \
+    --dataset "audio-dir:$SPEECH" --limit 40 --devices cpu --methods original fp16 int8-dynamic int4-weight-only \
+    prune-structured cluster-kmeans onnx openvino-int8
+  $SB run $T --team "$TEAM" --out results/whisper-librispeech --model offline:whisper-tiny.en \
+    --task speech-recognition --dataset "audio-dir:$LIBRISPEECH" --devices cpu --methods original
+}
+
+# SmolLM2-135M-Instruct writing BBC headlines (chat template), scored by BLEU / chrF / ROUGE-L
+run_smollm2_gen() {
+  $SB run $T --team "$TEAM" --out results/smollm2-gen --model offline:smollm2-135m --task text-generation \
+    --dataset bbc-headlines --limit 12 --gen-tokens 24 --devices cpu --methods original int8-dynamic gptq awq
+}
+
+# decode tok/s, bytes/token and % of the measured copy bandwidth, every variant side by side in one run
+run_decode() {
+  .venv/bin/python benchmarks/decode_roofline.py --core "${CORE:-0}" --refresh-bandwidth
 }
 
 # speed-ups re-timed side by side in rotating rounds (benchmarks/speedup.py), after run_minilm
