@@ -80,7 +80,7 @@ def test_evaluate_times_generation_through_a_runtimes_generate_greedy_and_report
 
     from squeezebench.measures import bandwidth
     from squeezebench.tasks import TASKS
-    from squeezebench.tasks.base import Protocol
+    from squeezebench.protocol import Protocol
 
     monkeypatch.setattr(bandwidth, "machine_bandwidth", lambda: {"copy_gb_s": 10.0, "cached": "test"})
     model = Bigram()
