@@ -133,7 +133,7 @@ def speed_metrics(run: Any, bundle: Any, prompt: torch.Tensor, protocol: Any) ->
                "decode_tokens_per_s": metric_value(DECODE, statistics.median(gen["decode_tokens_per_s"]),
                                                    protocol.gen_repeats, samples=gen["decode_tokens_per_s"])}
     proto = {"gen_prompt_tokens": int(prompt.shape[1]), "gen_new_tokens": protocol.gen_new_tokens,
-             "gen_decoding": DECODING + (", runtime generate_greedy" if hasattr(run, "generate_greedy")
-                                         else ", transformers generate")}
+             "gen_decoding": DECODING + (f", {(getattr(run, 'info', None) or {}).get('name', 'runtime')} generate_greedy"
+                                         if hasattr(run, "generate_greedy") else ", transformers generate")}
     return metrics, proto, []
 
