@@ -11,8 +11,12 @@ from squeezebench.results.schema import MetricValue, Quality
 
 # secondary metrics shown after the primary one, with their short labels
 SHOWN_EXTRAS = (("cosine_to_original", "cos"), ("top1_agreement", "agree"), ("top5_accuracy", "top5"),
+                ("cer", "CER"), ("transcript_agreement", "same transcript"), ("real_time_factor", "RTF"),
+                ("decoder_ms_per_token", "decoder ms/token"),
                 ("chrf", "chrF"), ("rouge_l", "ROUGE-L"), ("output_agreement", "same output"),
-                ("decode_tokens_per_s", "decode tok/s"), ("time_to_first_token", "TTFT ms"))
+                ("decode_tokens_per_s", "decode tok/s"), ("time_to_first_token", "TTFT ms"),
+                ("decode_bandwidth_percent", "% of memory bandwidth"))
+EXTRA_FORMAT = {"real_time_factor": ".3f"}  # others: 4 decimals for fractions, 1 otherwise
 
 
 def fmt_metric(value: float, unit: str) -> str:
@@ -43,7 +47,8 @@ def _quality_cell(row: Row) -> str:
     for extra, label in SHOWN_EXTRAS:
         if extra in others:
             v = others[extra]
-            text += f"; {label} {v.value:.4f}" if v.unit in ("fraction", "cosine") else f"; {label} {v.value:.1f}"
+            spec = EXTRA_FORMAT.get(extra) or (".4f" if v.unit in ("fraction", "cosine") else ".1f")
+            text += f"; {label} {v.value:{spec}}"
     if row.flags:
         text += " " + " ".join(f"⚠ {f}" for f in row.flags)
     return text
