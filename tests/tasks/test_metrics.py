@@ -45,3 +45,13 @@ def test_paired_bootstrap_detects_a_shift_that_unpaired_intervals_hide():
     assert lo_a < hi_b  # unpaired: the intervals overlap
     lo, hi = paired_bootstrap_ci(lambda i: a[i].mean(), lambda i: b[i].mean(), 30)
     assert 1.0 < lo <= 1.03 <= hi < 1.06  # paired: the ratio is clearly above 1
+
+
+def test_every_task_lists_registered_metrics_with_its_primary_first():
+    from squeezebench.tasks import TASKS
+    from squeezebench.tasks.metrics import METRICS
+
+    assert len(list(TASKS)) >= 7
+    for name, task in TASKS.items():
+        assert task.metrics and task.metrics[0] == task.primary_metric, name
+        assert all(m in METRICS for m in task.metrics), name

@@ -42,6 +42,7 @@ class SentenceEmbedding(text_common.TextTask):
     version = 1
     auto_class = "AutoModel"
     primary_metric = "accuracy"
+    metrics = ("accuracy", "macro_f1", "cosine_to_original")
     input_names = ("input_ids", "attention_mask")
     output_kind = "embedding"
     needs_labels = True

@@ -135,6 +135,7 @@ class SpeechRecognition(Task):
     version = 1
     auto_class = "AutoModelForSpeechSeq2Seq"  # or AutoModelForCTC: auto_class_for(config) picks per model
     primary_metric = "wer"
+    metrics = ("wer", "cer", "transcript_agreement", "decoder_ms_per_token", "real_time_factor")
     default_dataset = "audio-dir:../shared/data/librispeech-sample"
     input_kind = "audio"
     needs_labels = False

@@ -42,6 +42,7 @@ class TextClassification(text_common.TextTask):
     version = 1
     auto_class = "AutoModelForSequenceClassification"
     primary_metric = "accuracy"
+    metrics = ("accuracy", "macro_f1", "top1_agreement")
     input_names = ("input_ids", "attention_mask")
     needs_labels = True
     labels_from_model = True
