@@ -121,3 +121,16 @@ def test_arithmetic_on_fixed_kernel_counters(monkeypatch):
     busy = ContentionProbe(cores=[0, 1]).start().stop()
     assert busy["others_cores_avg"] == pytest.approx(1.0) and busy["others_fraction"] == pytest.approx(0.5)
     assert busy["busy"] is True
+
+
+def test_a_reaped_child_is_counted_as_our_own_work():
+    """A driver (the decode benchmark) that runs its workers as children is not 'busy' because of them."""
+    import subprocess
+    import sys
+
+    from squeezebench.measures.contention import ContentionProbe
+
+    probe = ContentionProbe().start()
+    subprocess.run([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"], check=True)
+    record = probe.stop()
+    assert record["own_cpu_s"] >= 0.8, record

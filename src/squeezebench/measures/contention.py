@@ -50,14 +50,16 @@ def busy_jiffies(cores: list[int]) -> Optional[int]:
 
 
 def own_jiffies() -> Optional[int]:
-    """utime + stime of this process (every thread), or None where /proc is missing."""
+    """utime + stime of this process (every thread) and of its children it has waited for (cutime + cstime: a
+    driver that runs workers and reaps them is not "other" load), or None where /proc is missing."""
     try:
         with open("/proc/self/stat") as fh:
             text = fh.read()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces; fields after it
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), counted from the state field (3)
+    # fields 14-17 of proc(5) (utime, stime, cutime, cstime), counted from the state field (3)
+    return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
 
 
 @dataclass
