@@ -50,6 +50,7 @@ class ToyLength(Task):
 
     name = "toy-length"
     primary_metric = "accuracy"
+    metrics = ("accuracy", "macro_f1")
     input_names = ("features",)
     needs_labels = True
 
