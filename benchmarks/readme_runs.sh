@@ -53,7 +53,7 @@ run_efficientnet() {
 run_whisper() {
   $SB run $T --team "$TEAM" --out results/whisper --model offline:whisper-tiny.en --task speech-recognition \
     --dataset "audio-dir:$SPEECH" --limit 40 --devices cpu --methods original fp16 int8-dynamic int4-weight-only \
-    prune-structured cluster-kmeans onnx openvino-int8
+    prune-structured cluster-kmeans onnx openvino-int8 openvino openvino-int8-weights onnx-int8-dynamic
   $SB run $T --team "$TEAM" --out results/whisper-librispeech --model offline:whisper-tiny.en \
     --task speech-recognition --dataset "audio-dir:$LIBRISPEECH" --devices cpu --methods original
 }
