@@ -183,3 +183,14 @@ def test_whisper_onnx_int8_dynamic_graphs_run(tmp_path):
     _, exe = load_artifact(tmp_path, task, "cpu", threads=1)
     got = exe.generate_greedy(batch(features(2, seed=5)), 8)
     assert got.dtype == torch.int64 and got.shape[0] == 2 and 1 <= got.shape[1] <= 8
+
+
+def test_a_llama_causal_lm_exports_to_onnx_and_agrees_with_pytorch(tmp_path, tiny_llama_dir, topic_csv):
+    """The causal-lm forward passes an explicit all-ones mask, so the exporters never meet transformers' torch.diff."""
+    from squeezebench.runner import RunConfig, Runner
+
+    config = RunConfig(models=[str(tiny_llama_dir)], task="causal-lm", methods=["original", "onnx"],
+                       dataset=f"csv:{topic_csv}", out=tmp_path / "results", team="t", protocol=fast_protocol())
+    recs = {r.method: r for r in Runner(config).run()}
+    assert recs["onnx"].ok, recs["onnx"].error
+    assert recs["onnx"].quality.metrics["top1_agreement"].value > 0.99

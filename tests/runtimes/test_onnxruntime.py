@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from squeezebench.errors import SqueezebenchError  # noqa: E402
 from squeezebench.methods import parse_chain  # noqa: E402
 from squeezebench.models.sources import source_of  # noqa: E402
 from squeezebench.runtimes.base import MANIFEST, load_artifact  # noqa: E402
-from squeezebench.runtimes.onnxruntime import (import_onnx_model, check_device, count_onnx_parameters,  # noqa: E402
+from squeezebench.runtimes.onnxruntime import (check_device, count_onnx_parameters,  # noqa: E402
                                                mean_pool_normalize)
 from squeezebench.tasks import TASKS  # noqa: E402
 from squeezebench.tasks.sentence_embedding import MeanPooledEmbedding  # noqa: E402
@@ -88,22 +87,15 @@ def _job(path, tmp_path, tokenizer):
 
 
 def build_onnx_input(job, task, chain):
-    """The build phase of an onnx: model as the worker runs it: the file imported, the size measured."""
-    from squeezebench.measures.size import SizeMeasure
-    from squeezebench.measures.base import BuildSession
+    """The build phase of an onnx: model, run by the worker as a run does (the record's build section, as JSON)."""
+    from squeezebench.variant import Job
+    from squeezebench.worker import _jsonable, build
 
-    if any(c.name != "original" for c in chain):
-        from squeezebench.variant import Job
-        from squeezebench.worker import build
-
-        return build(Job(source=job["source"], task=task.name, dataset="bbc-news", dataset_options={}, protocol={},
-                         method="+".join(c.name for c in chain), chain=[{"name": c.name, "params": c.params()}
-                                                                       for c in chain],
-                         device="cpu", artifact_dir=job["artifact_dir"], reference_path="", is_original=False))
-    directory = Path(job["artifact_dir"])
-    files, extra = import_onnx_model(job["source"], task, chain, directory)
-    size = SizeMeasure().build(BuildSession(directory, files, extra["parameters"], extra["facts"]))
-    return {"status": "ok", "runtime": "onnxruntime", "size": size.dump()}
+    result = build(Job(source=job["source"], task=task.name, dataset="bbc-news", dataset_options={}, protocol={},
+                       method="+".join(c.name for c in chain), chain=[{"name": c.name, "params": c.params()}
+                                                                     for c in chain],
+                       device="cpu", artifact_dir=job["artifact_dir"], reference_path="", is_original=False))
+    return json.loads(json.dumps(result, default=_jsonable))
 
 
 def test_onnx_input_model_is_copied_and_pooled(token_onnx, tiny_bert_dir, tmp_path):

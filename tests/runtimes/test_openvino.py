@@ -174,7 +174,6 @@ def test_openvino_int4_causal_lm_runs_int4_weights_and_stays_close(tmp_path, tin
     calib = [{"input_ids": ids[:, :16]}]
     export, facts = build(tmp_path, bundle, task, "openvino-int4:group_size=32", calib)
     assert facts["in_memory_compressed"] is True
-    assert export.manifest_extra["export"]["converted_with"] == "explicit all-ones attention mask"
     _, exe = load_artifact(tmp_path, task, "cpu", 1)
     assert any(" w=u4" in k or " w=i4" in k for k in exe.info["compute_layers"]), exe.info["compute_layers"]
     for length in (16, 9):  # the sequence axis stays dynamic

@@ -312,30 +312,12 @@ class OpenVinoInt4Config(MethodConfig):
         "group_size": Range(8, also=((-1, "one scale per output channel"),))}
 
 
-class _FullMaskLM(torch.nn.Module):
-    """forward(input_ids) -> logits with an explicit all-ones attention mask: transformers 5 otherwise derives
-    packed-sequence masks with ``torch.diff``, which the OpenVINO (and ONNX) converters cannot translate."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False).logits
-
-
-def _for_conversion(wrapped: torch.nn.Module) -> torch.nn.Module:
-    from squeezebench.tasks.generation_common import NextTokenLogits
-
-    return _FullMaskLM(wrapped.model).eval() if isinstance(wrapped, NextTokenLogits) else wrapped
-
-
 @register_export(OpenVinoInt4Config, "OpenVINO IR + NNCF weight-only int4 compression (groups of 32, no calibration)",
                  check=_check, devices=("cpu",))
 def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext, directory: Path) -> ExportResult:
     import nncf
 
-    model = convert(_for_conversion(wrapped), ctx)
+    model = convert(wrapped, ctx)
     mode = nncf.CompressWeightsMode.INT4_SYM if config.mode == "int4_sym" else nncf.CompressWeightsMode.INT4_ASYM
     try:
         compressed = nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
@@ -347,6 +329,4 @@ def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext
         "decompressed inside the CPU plugin's kernels; activations float"))
     return ExportResult("openvino", files, _manifest(compressed, {
         "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode,
-        "group_size": config.group_size, "ratio": config.ratio,
-        "converted_with": "explicit all-ones attention mask" if isinstance(_for_conversion(wrapped), _FullMaskLM)
-        else "the task's module"}))
+        "group_size": config.group_size, "ratio": config.ratio}))

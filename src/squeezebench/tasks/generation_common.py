@@ -21,14 +21,17 @@ DECODING = "greedy (1 beam, no sampling, no repetition penalty), KV cache"
 
 
 class NextTokenLogits(torch.nn.Module):
-    """forward(input_ids) -> logits of every position (a decoder-only LM)."""
+    """forward(input_ids) -> logits of every position (a decoder-only LM).
+
+    The all-ones attention mask is explicit (same result for unpadded input): without it transformers 5 derives
+    packed-sequence masks with ``torch.diff``, which the OpenVINO and ONNX converters cannot translate."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, use_cache=False).logits
+        return self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False).logits
 
 
 class FirstDecoderStepLogits(torch.nn.Module):
