@@ -78,7 +78,10 @@ def test_onnx_int8_dynamic_is_smaller_and_close(bert, tmp_path):
     fp32_params = bundle.parameter_count()
     result = _export("onnx-int8-dynamic", task, bundle, ctx, tmp_path)
     q = result.manifest_extra["quantization"]
-    assert q["weight_type"] == "QInt8" and q["per_channel"] is True
+    assert q["weight_type"] == "QInt8" and q["per_channel"] is True and q["reduce_range"] is True
+    assert "7-bit" in ctx.facts["in_memory_format"]
+    lo, hi = _int8_weight_range(tmp_path / "model.onnx")  # 255 * 64 * 2 = 32640: no u8s8 pair sum saturates int16
+    assert -64 <= lo and hi <= 64
     size = sum(p.stat().st_size for p in result.weight_files)
     assert size < 0.4 * fp32_params * 4  # int8 weights: well under the fp32 bytes
     assert [p.name for p in tmp_path.glob("*.onnx")] == ["model.onnx"]  # only the quantised graph is kept
@@ -92,6 +95,20 @@ def test_onnx_int8_dynamic_is_smaller_and_close(bert, tmp_path):
         ref = task.wrap(bundle).eval()(**inputs)
     cos = torch.nn.functional.cosine_similarity(executable(inputs), ref, dim=1)
     assert cos.min().item() > INT8_MIN_COSINE
+    assert executable.info["int8_kernel"].startswith("u8s8 ")  # the path this CPU takes is recorded
+
+
+def _int8_weight_range(path: Path) -> tuple[int, int]:
+    """(min, max) over the graph's int8 weight initializers."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(path))
+    values = [numpy_helper.to_array(t) for t in model.graph.initializer
+              if t.data_type == TensorProto.INT8 and t.dims and not t.name.endswith("zero_point")]
+    assert values, "no int8 weights in the graph"
+    return int(min(v.min() for v in values)), int(max(np.max(v) for v in values))
 
 
 def test_onnx_int8_static_calibrates(bert, tmp_path):
@@ -101,6 +118,7 @@ def test_onnx_int8_static_calibrates(bert, tmp_path):
     q = result.manifest_extra["quantization"]
     assert q["calibration_samples"] == 6 and q["format_onnx"] == "QDQ" and q["calibrate_method"] == "MinMax"
     assert q["quantized_nodes"] > 0 and q["left_float"]["after a GELU"] == 2  # one FFN down-projection per layer
+    assert q["reduce_range"] is True and -64 <= _int8_weight_range(tmp_path / "model.onnx")[0]
     assert q["check_vs_pytorch"]["mean_cosine"] > 0.9
     assert METHODS.get("onnx-int8-static").needs_calibration
 
@@ -179,6 +197,10 @@ def test_whisper_onnx_int8_dynamic_graphs_run(tmp_path):
     _, task, result, ctx = _whisper_export("onnx-int8-dynamic", tmp_path)
     assert set(result.manifest_extra["quantization"]) == {"encoder", "decoder", "decoder_with_past"}
     assert all(s["int8_ops"] for s in result.manifest_extra["ort_optimized_graph"].values())
+    checks = {n: q["check_vs_pytorch"] for n, q in result.manifest_extra["quantization"].items()}
+    assert "next_token_agreement" not in checks["encoder"]  # states, not logits
+    assert all(0.0 <= checks[n]["next_token_agreement"] <= 1.0 for n in ("decoder", "decoder_with_past"))
+    assert all(_int8_weight_range(tmp_path / f"{n}.onnx")[0] >= -64 for n in checks)
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["decoder.onnx", "decoder_with_past.onnx", "encoder.onnx"]
     _, exe = load_artifact(tmp_path, task, "cpu", threads=1)
     got = exe.generate_greedy(batch(features(2, seed=5)), 8)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from squeezebench.cpu import ort_int8_kernel
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
 from squeezebench.runtimes.graphs import GraphsExecutable, is_multi_graph
@@ -177,16 +178,27 @@ def _load_graphs(directory: Path, manifest: dict[str, Any], device: str, n_threa
     return OrtGraphsExecutable(sessions, manifest, info)
 
 
+def int8_kernel_of(manifest: dict[str, Any]) -> dict[str, str]:
+    """{"int8_kernel": ...}: the integer path this CPU takes for the artifact's quantised graphs, or {} for a float
+    artifact. Recorded with every measurement because int8 speed and fidelity depend on it."""
+    quantization = manifest.get("quantization")
+    if not quantization:
+        return {}
+    settings = next(iter(quantization.values())) if is_multi_graph(manifest) else quantization
+    return {"int8_kernel": ort_int8_kernel(settings)}
+
+
 def load_onnxruntime(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
     import onnxruntime as ort
 
     bundle = bundle_for_runtime(directory, manifest, task)
     opt_level = manifest.get("ort_graph_optimization_level", DEFAULT_OPT_LEVEL)
     n_threads = int(threads or torch.get_num_threads())
+    kernel = int8_kernel_of(manifest) if device == "cpu" else {}
     if is_multi_graph(manifest):
         info = {"name": "onnxruntime", "version": ort.__version__, "device": device, "threads": n_threads,
                 "threads_from": "--threads" if threads else "torch.get_num_threads()",
-                "graph_optimization_level": opt_level, "execution_mode": "sequential"}
+                "graph_optimization_level": opt_level, "execution_mode": "sequential", **kernel}
         return bundle, _load_graphs(Path(directory), manifest, device, n_threads, opt_level, info)
     session = open_session(directory / manifest.get("onnx_file", MODEL_FILE), n_threads, device, opt_level)
     out = session.get_outputs()[0]
@@ -195,7 +207,8 @@ def load_onnxruntime(directory: Path, manifest: dict[str, Any], task, device: st
             "providers": session.get_providers(), "threads": n_threads,
             "threads_from": "--threads" if threads else "torch.get_num_threads()",
             "graph_optimization_level": opt_level, "execution_mode": "sequential",
-            "graph_inputs": [i.name for i in session.get_inputs()], "graph_output": f"{out.name} {out.shape}"}
+            "graph_inputs": [i.name for i in session.get_inputs()], "graph_output": f"{out.name} {out.shape}",
+            **kernel}
     if pool:
         info["pooling"] = POOLING_NOTE
     if "token_type_ids" in info["graph_inputs"] and "token_type_ids" not in task.input_names:
