@@ -113,6 +113,8 @@ def _latency_cell(dev: str) -> Callable[[Row], str]:
             return status_text(rec)
         lat = rec.latency
         text = f"{lat.median:.2f} ± {lat.std:.2f}"
+        if lat.unit_of_work is not None:
+            text += f" {lat.unit_of_work.describe()}"
         ref = row.original.get(dev)
         if ref is not None and not row.is_original:
             text += f" ({ref.latency.median / lat.median:.2f}× of original)"
@@ -126,7 +128,8 @@ def _latency_value(dev: str) -> Callable[[Row], Optional[float]]:
 
 @register_measure
 class LatencyMeasure(Measure):
-    """Median and spread of the variant's forward on the task's fixed-shape inputs, after warm-up."""
+    """Median and spread of the time of one unit of the task's work (``Task.unit_of_work``: a forward at the
+    fixed shape, transcribing an utterance, producing an answer), after warm-up; the cell names the unit."""
 
     name = "latency"
     section = Latency
@@ -146,11 +149,12 @@ class LatencyMeasure(Measure):
         executable = session.executable
         idle = wait_idle(p.wait_idle_s) if p.wait_idle_s else None
         with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
-            prepared = executable.prepare(session.inputs)
+            unit = session.task.unit_of_work(executable, session.bundle, session.data, session.inputs, p)
             probe = ContentionProbe().start()  # what OTHER processes did on our cores while we were timed
-            result = measure_latency(lambda: executable.run_prepared(prepared), session.device, p.warmup_iters,
-                                     p.min_iters, p.min_time_s, p.max_time_s)
+            result = measure_latency(unit.call, session.device, p.warmup_iters, p.min_iters, p.min_time_s,
+                                     p.max_time_s)
             contention = probe.stop()
+        result["unit_of_work"] = unit.summary(result["samples"])
         if idle is not None:
             contention["wait_idle"] = idle
         if contention.get("busy"):

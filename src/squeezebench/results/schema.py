@@ -49,6 +49,27 @@ class Quality(Section):
         return self.metrics.get(self.primary)
 
 
+class WorkUnit(Section):
+    """The unit of work a latency times (tasks.base.UnitOfWork.summary): label, mean amount per call, rate."""
+
+    label: str
+    amount_unit: Optional[str] = None
+    mean_amount: Optional[float] = None
+    ms_per_amount: Optional[float] = None
+    amount_per_s: Optional[float] = None
+
+    def describe(self) -> str:
+        """"per utterance (5.1 s audio, 159 ms per s audio)", "per answer (23.7 new tokens, 23.2 new tokens/s)"."""
+        if self.mean_amount is None or not self.amount_unit:
+            return self.label
+        parts = [f"{self.mean_amount:.1f} {self.amount_unit}"]
+        if self.ms_per_amount is not None:
+            parts.append(f"{self.ms_per_amount:.0f} ms per {self.amount_unit}")
+        if self.amount_per_s is not None:
+            parts.append(f"{self.amount_per_s:.1f} {self.amount_unit}/s")
+        return f"{self.label} ({', '.join(parts)})"
+
+
 class Latency(Section):
     median: float
     std: float = 0.0
@@ -66,6 +87,7 @@ class Latency(Section):
     timer: str = "perf_counter"
     first_call_ms: Optional[float] = None
     contention: Optional[dict[str, Any]] = None  # CPU other processes used on our cores while timed (measures/contention.py)
+    unit_of_work: Optional[WorkUnit] = None  # what one timed call did (absent in records before task-level timing)
 
     @property
     def busy(self) -> bool:

@@ -36,6 +36,9 @@ class EvalProtocol:
     gen_new_tokens: int = field(default=32, metadata={"flag": "--gen-tokens",
                                                       "help": "tokens generated for decode speed", "positive": True})
     gen_repeats: int = field(default=3, metadata={"cli": False})
+    work_examples: Optional[int] = field(default=None, metadata={
+        "help": "examples the task-level inference time cycles through, in order (utterances, prompts; "
+                "default: the task's, recorded)", "positive": True})
     test_fraction: float = field(default=0.5, metadata={"cli": False})
     gen_prompt: Optional[str] = field(default=None, metadata={
         "flag": "--prompt", "type": lambda text: text.replace("\\n", "\n").replace("\\t", "\t"),
@@ -54,6 +57,52 @@ class CalibrationProtocol:
 
     calibration_samples: int = field(default=32, metadata={"help": "calibration inputs for calibrated methods",
                                                            "positive": True})
+
+
+@dataclass
+class UnitOfWork:
+    """What the inference column times: one unit of the task's work, end to end in the measuring process (a forward
+    at the fixed shape; transcribing an utterance; producing an answer), so that a row's time is what a team means by
+    "inference time". ``call()`` does one unit and appends the amount it processed (seconds of audio, new tokens) to
+    ``amounts`` when the unit has one; ``rate`` says how that amount is reported ("ms per": ms per second of audio;
+    "per s": tokens per second)."""
+
+    label: str  # the unit in a few words: "per utterance", "per answer", "per 128-token input"
+    call: Callable[[], Any]
+    amount_unit: Optional[str] = None  # what one call processes: "s audio", "new tokens"
+    rate: Optional[str] = None  # "ms per" (ms per amount unit) or "per s" (amount per second)
+    amounts: list[float] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)  # which examples, limits: recorded with the latency
+
+    def summary(self, samples_ms: list[float]) -> dict[str, Any]:
+        """The unit as recorded beside the timing: its label, the mean amount per timed call and the rate over
+        the timed calls (the last ``len(samples_ms)`` calls; warm-up calls come first)."""
+        out: dict[str, Any] = {"label": self.label, **self.protocol}
+        timed = self.amounts[-len(samples_ms):] if self.amount_unit and samples_ms else []
+        if len(timed) == len(samples_ms) and timed and sum(timed) > 0:
+            total_ms = float(sum(samples_ms))
+            out.update(amount_unit=self.amount_unit, mean_amount=float(sum(timed)) / len(timed))
+            if self.rate == "ms per":
+                out["ms_per_amount"] = total_ms / float(sum(timed))
+            elif self.rate == "per s":
+                out["amount_per_s"] = float(sum(timed)) / (total_ms / 1e3)
+        return out
+
+
+def shape_label(inputs: dict[str, torch.Tensor]) -> str:
+    """The fixed-shape forward in words, from its inputs: "per 128-token input", "per 224×224 image",
+    "per batch of 8 × 128-token inputs"."""
+    name, first = next(iter(inputs.items()))
+    batch = int(first.shape[0]) if first.dim() else 1
+    if name == "input_ids" and first.dim() == 2:
+        one = f"{int(first.shape[1])}-token input"
+    elif name == "pixel_values" and first.dim() == 4:
+        one = f"{int(first.shape[2])}×{int(first.shape[3])} image"
+    elif name == "input_values" and first.dim() == 2:
+        one = f"{int(first.shape[1])}-sample audio input"
+    else:
+        one = f"{'×'.join(str(int(d)) for d in first.shape[1:])} {name} input"
+    return f"per {one}" if batch == 1 else f"per batch of {batch} × {one}s"
 
 
 @dataclass
@@ -120,6 +169,14 @@ class Task:
     def example_inputs(self, bundle, data: Any, protocol: Protocol) -> dict[str, torch.Tensor]:
         """Fixed-shape inputs (batch_size x seq_len or image size) of real data, for latency."""
         raise NotImplementedError
+
+    def unit_of_work(self, executable, bundle, data: Any, inputs: dict[str, torch.Tensor],
+                     protocol: Protocol) -> UnitOfWork:
+        """The unit the inference column times. Default: one forward of ``executable`` on the fixed-shape
+        ``inputs`` (prepared once, outside the timed call). Tasks whose work is more than a forward (transcribing,
+        generating) override this."""
+        prepared = executable.prepare(inputs)
+        return UnitOfWork(label=shape_label(inputs), call=lambda: executable.run_prepared(prepared))
 
     def calibration_data(self, data: Any, rest: Dataset, bundle, protocol: Protocol) -> tuple[Any, Optional[str]]:
         """What calibration_inputs draws from: ``rest`` (examples outside the evaluated subset) prepared like

@@ -4,7 +4,9 @@ Protocol (recorded): audio decoded and resampled to the feature extractor's rate
 feature extractor; one utterance at a time; Whisper decodes greedily up to MAX_NEW_TOKENS new tokens (English
 transcription for multilingual checkpoints), CTC takes the argmax per frame. Transcripts and references are
 normalised (Whisper's English normaliser for Whisper, upper-case without punctuation otherwise) before scoring.
-Latency (``wrap``) times Whisper's encoder on a fixed 30-s input, or the CTC model on CTC_SECONDS of audio.
+The inference time (``unit_of_work``) is transcribing one utterance end to end (features, encoder, greedy decoding),
+over a fixed set of the evaluated utterances; ``wrap`` (what exports and calibration see) is Whisper's encoder on a
+fixed 30-s input, or the CTC model on CTC_SECONDS of audio.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.tasks.base import EvalResult, Task, register_task
+from squeezebench.tasks.base import EvalResult, Task, UnitOfWork, register_task
 from squeezebench.tasks.data_audio import audio_duration_s, load_audio
 from squeezebench.tasks.metrics import (CER, DECODER_MS, RTF, TRANSCRIPT_AGREEMENT, WER, bootstrap_ci, metric_value)
 
@@ -27,6 +29,7 @@ MAX_NEW_TOKENS = 128  # greedy decoding limit per utterance (Whisper)
 CTC_SECONDS = 10.0  # fixed audio length of the CTC latency input
 CALIBRATION_TOKENS = 64  # teacher-forced decoder tokens per Whisper calibration input
 ENCODER_TIMING_REPEATS = 3
+WORK_UTTERANCES = 8  # utterances the per-utterance inference time cycles through (--work-examples)
 
 
 def is_seq2seq(config) -> bool:
@@ -132,7 +135,7 @@ class CTCLogits(torch.nn.Module):
 @register_task
 class SpeechRecognition(Task):
     name = "speech-recognition"
-    version = 1
+    version = 2  # 2: the inference time is transcribing an utterance (was: the encoder on a 30-s input)
     auto_class = "AutoModelForSpeechSeq2Seq"  # or AutoModelForCTC: auto_class_for(config) picks per model
     primary_metric = "wer"
     metrics = ("wer", "cer", "transcript_agreement", "decoder_ms_per_token", "real_time_factor")
@@ -276,18 +279,27 @@ class SpeechRecognition(Task):
                  "dataset_fingerprint": data["dataset"].fingerprint(), **info.get("protocol", {})}
         return EvalResult(metrics, flags, proto, {"transcripts": np.array(hyps, dtype=str)})
 
+    def _ctc_decoder(self, run, bundle) -> Callable[[np.ndarray], tuple[str, dict[str, float]]]:
+        """audio -> (transcript, {}): features, the CTC model through the executable, argmax per frame."""
+        def transcribe(audio: np.ndarray) -> tuple[str, dict[str, float]]:
+            ids = run(self._features(bundle, audio, False)).argmax(-1)
+            text = (bundle.processor.batch_decode(ids)[0] if hasattr(bundle.processor, "batch_decode")
+                    else bundle.tokenizer.batch_decode(ids)[0])
+            return text, {}
+        return transcribe
+
     def _ctc_transcripts(self, run, bundle, examples) -> tuple[list[str], dict[str, Any]]:
-        hyps: list[str] = []
+        transcribe = self._ctc_decoder(run, bundle)
         t0 = time.perf_counter()
-        for ex in examples:
-            logits = run(self._features(bundle, load_audio(ex["audio"], self._rate(bundle)), False))
-            ids = logits.argmax(-1)
-            hyps.append(bundle.processor.batch_decode(ids)[0] if hasattr(bundle.processor, "batch_decode")
-                        else bundle.tokenizer.batch_decode(ids)[0])
+        hyps = [transcribe(load_audio(ex["audio"], self._rate(bundle)))[0] for ex in examples]
         return hyps, {"transcribe_s": time.perf_counter() - t0,
                       "protocol": {"decoding": "CTC greedy (argmax per frame, repeats and blanks collapsed)"}}
 
-    def _seq2seq_transcripts(self, run, bundle, examples) -> tuple[list[str], dict[str, Any]]:
+    def _seq2seq_decoder(self, run, bundle) -> tuple[Callable[[np.ndarray], tuple[str, dict[str, float]]],
+                                                      dict[str, Any]]:
+        """(transcribe, protocol): transcribe(audio) -> (text, {"text_tokens", "encoder_s", "decoder_s"}) by greedy
+        decoding: on the executable's graphs when it can generate (encoder and decoder time together in
+        "decoder_s"), else the encoder through the executable and the decoder through transformers' generate()."""
         generate_greedy = getattr(run, "generate_greedy", None)
         model = bundle.module
         if generate_greedy is None and (model is None or not hasattr(model, "generate")):
@@ -300,38 +312,55 @@ class SpeechRecognition(Task):
             max_new = min(max_new, int(positions) - 4)
         tok = bundle.tokenizer
         special = set(tok.all_special_ids)
-        hyps, flags = [], []
-        tokens = truncated = 0
-        decoder_s = encoder_s = 0.0
-        encoder_times: list[float] = []
-        t_all = time.perf_counter()
-        for ex in examples:
-            feats = self._features(bundle, load_audio(ex["audio"], self._rate(bundle)), True)
+
+        def transcribe(audio: np.ndarray) -> tuple[str, dict[str, float]]:
+            feats = self._features(bundle, audio, True)
+            encoder_s = 0.0
             if generate_greedy is not None:
                 t0 = time.perf_counter()
                 ids = generate_greedy(feats, max_new)
-                decoder_s += time.perf_counter() - t0
+                decoder_s = time.perf_counter() - t0
             else:
                 from transformers.modeling_outputs import BaseModelOutput
 
                 t0 = time.perf_counter()
                 states = run(feats)  # the encoder, through the variant's executable
-                encoder_s += time.perf_counter() - t0
+                encoder_s = time.perf_counter() - t0
                 dtype = next(model.parameters()).dtype
                 device = next(model.parameters()).device
                 enc = BaseModelOutput(last_hidden_state=states.to(device, dtype))
                 t0 = time.perf_counter()
                 ids = model.generate(encoder_outputs=enc, max_new_tokens=max_new, do_sample=False,
                                      num_beams=1, **gen_kwargs)
-                decoder_s += time.perf_counter() - t0
+                decoder_s = time.perf_counter() - t0
             seq = [int(t) for t in torch.as_tensor(ids)[0].tolist()]
             text_tokens = sum(1 for t in seq if t not in special)
-            tokens += text_tokens + 1  # + end of text
-            truncated += text_tokens >= max_new - 1
-            hyps.append(tok.decode(seq, skip_special_tokens=True).strip())
+            return tok.decode(seq, skip_special_tokens=True).strip(), {
+                "text_tokens": text_tokens, "encoder_s": encoder_s, "decoder_s": decoder_s}
+
+        protocol = {"decoding": "greedy", "max_new_tokens": max_new,
+                    "generation": "executable.generate_greedy" if generate_greedy else
+                    "encoder via the executable, decoder via transformers generate()", **gen_kwargs}
+        return transcribe, protocol
+
+    def _seq2seq_transcripts(self, run, bundle, examples) -> tuple[list[str], dict[str, Any]]:
+        transcribe, protocol = self._seq2seq_decoder(run, bundle)
+        max_new = protocol["max_new_tokens"]
+        hyps, flags = [], []
+        tokens = truncated = 0
+        decoder_s = encoder_s = 0.0
+        t_all = time.perf_counter()
+        for ex in examples:
+            text, info = transcribe(load_audio(ex["audio"], self._rate(bundle)))
+            tokens += info["text_tokens"] + 1  # + end of text
+            truncated += info["text_tokens"] >= max_new - 1
+            encoder_s += info["encoder_s"]
+            decoder_s += info["decoder_s"]
+            hyps.append(text)
         transcribe_s = time.perf_counter() - t_all
-        if generate_greedy is not None:  # the encoder ran inside generate_greedy: subtract its fixed-input time
+        if hasattr(run, "generate_greedy"):  # the encoder ran inside generate_greedy: subtract its fixed-input time
             feats = self._features(bundle, load_audio(examples[0]["audio"], self._rate(bundle)), True)
+            encoder_times = []
             for _ in range(ENCODER_TIMING_REPEATS):
                 t0 = time.perf_counter()
                 run(feats)
@@ -344,11 +373,29 @@ class SpeechRecognition(Task):
         if truncated:
             flags.append(f"{truncated} transcripts reached the {max_new}-token limit")
         return hyps, {"transcribe_s": transcribe_s, "decoder_s": decoder_s, "tokens": tokens, "flags": flags,
-                      "decoder_timing": timing,
-                      "protocol": {"decoding": "greedy", "max_new_tokens": max_new, "encoder_s": encoder_s,
-                                   "generation": "executable.generate_greedy" if generate_greedy else
-                                   "encoder via the executable, decoder via transformers generate()",
-                                   **{k: v for k, v in gen_kwargs.items()}}}
+                      "decoder_timing": timing, "protocol": {**protocol, "encoder_s": encoder_s}}
+
+    def unit_of_work(self, executable, bundle, data, inputs, protocol) -> UnitOfWork:
+        """Transcribe one utterance (features, encoder, greedy decoding), cycling in order through a fixed set
+        of the evaluated utterances (decoded from their files once, outside the timed calls)."""
+        examples = data["dataset"].examples[: protocol.work_examples or WORK_UTTERANCES]
+        rate = self._rate(bundle)
+        audios = [load_audio(ex["audio"], rate) for ex in examples]
+        if data["seq2seq"]:
+            transcribe, how = self._seq2seq_decoder(executable, bundle)
+        else:
+            transcribe, how = self._ctc_decoder(executable, bundle), {"decoding": "CTC greedy"}
+        unit = UnitOfWork(label="per utterance", call=lambda: None, amount_unit="s audio", rate="ms per",
+                          protocol={"utterances": len(audios), "audio_s": sum(len(a) for a in audios) / rate,
+                                    "files": [Path(str(ex["audio"])).name for ex in examples], **how})
+
+        def call() -> None:
+            audio = audios[len(unit.amounts) % len(audios)]
+            transcribe(audio)
+            unit.amounts.append(len(audio) / rate)
+
+        unit.call = call
+        return unit
 
     def _generate_kwargs(self, model) -> dict[str, Any]:
         gen = getattr(model, "generation_config", None)

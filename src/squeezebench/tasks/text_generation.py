@@ -6,7 +6,8 @@ instruction as plain text); greedy decoding of at most ``gen_new_tokens`` tokens
 padding); the output is stripped and, when every reference is one line, cut at its first line break.
 Quality: corpus BLEU and chrF (sacrebleu, signature recorded) and mean ROUGE-L F (rouge-score), each with a
 bootstrap interval of the corpus score over resampled examples; agreement: share of outputs identical to the
-original variant's. Speed: time to first token and decode tokens/s, as causal-lm records them.
+original variant's. Inference time (``unit_of_work``): producing one answer, prompt to at most ``gen_new_tokens``
+new tokens, over the first prompts; time to first token and decode tokens/s as causal-lm records them.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import torch
 
 from squeezebench.errors import NotApplicable, SqueezebenchError
 from squeezebench.tasks import data_text, text_common  # noqa: F401  (data_text registers bbc-headlines)
-from squeezebench.tasks.base import EvalResult, register_task
+from squeezebench.tasks.base import EvalResult, UnitOfWork, register_task
 from squeezebench.tasks.generation_common import (DECODING, FirstDecoderStepLogits, NextTokenLogits, can_generate,
                                                   generate_new_tokens, is_encoder_decoder, speed_metrics)
 from squeezebench.tasks.metrics import BLEU, CHRF, OUTPUT_AGREEMENT, ROUGE_L, bootstrap_ci, metric_value
 
 PLACEHOLDER = "{text}"
 GENERATIVE_HEADS = ("ForCausalLM", "ForConditionalGeneration")
+WORK_PROMPTS = 8  # prompts the per-answer inference time cycles through (--work-examples)
 
 
 def check_prompt(template: str) -> None:
@@ -86,7 +88,7 @@ def agreement(outputs: list[str], reference: Optional[dict[str, Any]]) -> Option
 @register_task
 class TextGeneration(text_common.TextTask):
     name = "text-generation"
-    version = 1
+    version = 2  # 2: the inference time is producing an answer (was: one forward over a fixed prompt)
     auto_class = "AutoModelForCausalLM"  # AutoModelForSeq2SeqLM for encoder-decoder configs (auto_class_for)
     primary_metric = "bleu"
     metrics = ("bleu", "chrf", "rouge_l", "output_agreement", "time_to_first_token", "decode_tokens_per_s")
@@ -106,7 +108,8 @@ class TextGeneration(text_common.TextTask):
         return "AutoModelForSeq2SeqLM" if is_encoder_decoder(config) else "AutoModelForCausalLM"
 
     def wrap(self, bundle):
-        """What latency times: one forward over a fixed prompt (seq2seq: the encoder plus one decoder step)."""
+        """What exports and calibration see: one forward over a fixed prompt (seq2seq: the encoder plus one decoder
+        step); the inference time is a whole answer (``unit_of_work``)."""
         if is_encoder_decoder(bundle.module.config):
             return FirstDecoderStepLogits(bundle.module)
         return NextTokenLogits(bundle.module)
@@ -167,6 +170,26 @@ class TextGeneration(text_common.TextTask):
         ids, seq = self._stream(data), protocol.seq_len
         starts = [i * seq for i in range(min(n, ids.numel() // seq))] or [0]
         return [{"input_ids": ids[s:s + seq].unsqueeze(0).clone()} for s in starts]
+
+    def unit_of_work(self, executable, bundle, data, inputs, protocol) -> UnitOfWork:
+        """Produce one answer: greedy generation of at most ``gen_new_tokens`` tokens from an example's prompt (as
+        scored), cycling in order through the first prompts; a runtime that cannot generate is timed per forward."""
+        if not can_generate(executable, bundle):
+            unit = super().unit_of_work(executable, bundle, data, inputs, protocol)
+            unit.label += " (this runtime cannot generate)"
+            return unit
+        prompts = data["prompts"][: protocol.work_examples or WORK_PROMPTS]
+        unit = UnitOfWork(label="per answer", call=lambda: None, amount_unit="new tokens", rate="per s",
+                          protocol={"prompts": len(prompts), "max_new_tokens": protocol.gen_new_tokens,
+                                    "prompt_tokens": [int(p.numel()) for p in prompts], "decoding": DECODING})
+
+        def call() -> None:
+            prompt = prompts[len(unit.amounts) % len(prompts)]
+            new = generate_new_tokens(executable, bundle, prompt.unsqueeze(0), protocol.gen_new_tokens)
+            unit.amounts.append(float(new.shape[1]))
+
+        unit.call = call
+        return unit
 
     # --- evaluation -------------------------------------------------------------------------------------
     def evaluate(self, run, bundle, data, protocol, reference):
