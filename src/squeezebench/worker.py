@@ -123,7 +123,7 @@ def build(job: Job) -> dict[str, Any]:
     else:
         runtime = export.runtime
         weight_files = [Path(p) for p in export.weight_files]
-        write_export_manifest(bundle, task, chain, directory, runtime, weight_files, {**extra, **export.manifest_extra})
+        write_export_manifest(bundle, task, chain, directory, runtime, weight_files, extra, export.entry)
     return {"status": "ok", "runtime": runtime, "load_source_s": load_s, "transform_s": transform_s,
             "notes": ctx.notes, **_build_sections(directory, weight_files, parameters, ctx.facts)}
 

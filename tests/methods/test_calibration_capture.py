@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from squeezebench.methods import MethodContext
-from squeezebench.methods.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_facts,
+from squeezebench.methods.lib.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_facts,
                                                       calibration_source, find_blocks, input_groups, with_hidden)
 from squeezebench.tasks import TASKS
 

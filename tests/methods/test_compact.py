@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from squeezebench.methods.compact import (attach_compact, compact_layout, empty_buffers, restore_compact,
+from squeezebench.methods.lib.compact import (attach_compact, compact_layout, empty_buffers, restore_compact,
                                           weight_modules)
 
 

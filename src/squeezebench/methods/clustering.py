@@ -14,8 +14,8 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
-from squeezebench.methods.bitpack import iter_codes, pack_codes
-from squeezebench.methods.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
+from squeezebench.methods.lib.bitpack import iter_codes, pack_codes
+from squeezebench.methods.lib.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from torch import nn
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import (NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, first_tensor, register_method, stack_inputs,
                                        wrap_module)
-from squeezebench.methods.compact import PRUNABLE
+from squeezebench.methods.lib.compact import PRUNABLE
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import POSITIVE, MethodConfig, MethodContext, Range, register_method
-from squeezebench.methods.calibrated_weight_only import (MODEL_TYPES, check_bits_group, finish_facts, restore_calibrated,
+from squeezebench.methods.lib.calibrated_weight_only import (MODEL_TYPES, check_bits_group, finish_facts, restore_calibrated,
                                                          target_linears)
-from squeezebench.methods.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_source,
+from squeezebench.methods.lib.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_source,
                                                       input_groups, samples_for, work_device)
-from squeezebench.methods.packed_linear import SCALE_DTYPE, WeightOnlyLinear
-from squeezebench.methods.rtn import quantize_rtn, rtn_params
+from squeezebench.methods.lib.packed_linear import SCALE_DTYPE, WeightOnlyLinear
+from squeezebench.methods.lib.rtn import quantize_rtn, rtn_params
 from squeezebench.methods.weight_only import check_has_linears
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from torch import nn
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import (FRACTION, NON_NEGATIVE, MethodConfig, MethodContext, Range, register_method,
                                        stack_inputs, wrap_module)
-from squeezebench.methods.cnn_chains import cnn_chains, is_depthwise
+from squeezebench.methods.lib.cnn_chains import cnn_chains, is_depthwise
 
 log = logging.getLogger(__name__)
 

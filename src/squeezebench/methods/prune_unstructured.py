@@ -12,8 +12,8 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import FRACTION, MethodConfig, MethodContext, Range, register_method
-from squeezebench.methods.bitpack import pack_bits, unpack_bits
-from squeezebench.methods.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
+from squeezebench.methods.lib.bitpack import pack_bits, unpack_bits
+from squeezebench.methods.lib.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
 
 
 @dataclass(frozen=True)

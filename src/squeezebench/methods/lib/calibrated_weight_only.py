@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from squeezebench.methods.calibration_capture import calibration_facts
+from squeezebench.methods.lib.calibration_capture import calibration_facts
 from squeezebench.methods.weight_only import linears_to_quantize, model_embeddings, quantize_model, restore_as
 
 MODEL_TYPES = "transformer decoder LMs (Llama-style); encoders too where linears exist"
