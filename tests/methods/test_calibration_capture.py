@@ -7,7 +7,7 @@ from torch import nn
 
 from squeezebench.methods import MethodContext
 from squeezebench.methods.lib.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_facts,
-                                                      calibration_source, find_blocks, input_groups, with_hidden)
+                                                          calibration_source, find_blocks, input_groups, with_hidden)
 from squeezebench.tasks import TASKS
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from squeezebench.methods.lib.compact import (attach_compact, compact_layout, empty_buffers, restore_compact,
-                                          weight_modules)
+                                              weight_modules)
 
 
 def _decode_halves(m: nn.Module) -> torch.Tensor:

@@ -59,8 +59,8 @@ FRACTION = Range(lo=0, hi=1, hi_open=True)  # sparsity / pruning ratios
 @dataclass(frozen=True)
 class MethodConfig:
     """Base of every method's parameters. Subclasses set ``name`` and add typed fields with defaults, and
-    declare the allowed values of numeric fields in ``bounds`` (checked by :meth:`validate` at construction;
-    a subclass with its own ``__post_init__`` calls ``super().__post_init__()`` first)."""
+    declare the allowed values of numeric fields in ``bounds``: the one validation path (:meth:`validate`, run at
+    construction, so a bad value is refused when the chain is parsed; ``Literal`` fields are checked by the parser)."""
 
     name: ClassVar[str] = ""
     bounds: ClassVar[dict[str, Range]] = {}
@@ -418,3 +418,16 @@ def apply_chain(bundle: Any, chain: list[MethodConfig], ctx: MethodContext, dire
         else:
             bundle.module = method.transform(bundle.module, config, ctx) or bundle.module
     return export
+
+
+def why_not(method: Method, ctx: MethodContext) -> Optional[str]:
+    """Why ``method`` (with its default parameters) does not apply to ``ctx.bundle`` for ``ctx.task`` on
+    ``ctx.device``, or None when it does: its devices, then its own ``check``, as the worker asks before building."""
+    if ctx.device.split(":")[0] not in method.devices:
+        return f"runs on {', '.join(method.devices)} only"
+    if method.check is None:
+        return None
+    try:
+        return method.check(method.config_cls(), ctx)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot decide says so instead of stopping the list
+        return f"its check failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -31,13 +31,6 @@ class KMeansConfig(MethodConfig):
     embeddings: bool = True
     iters: int = 100
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 2 <= self.k <= 65536:
-            raise ValueError(f"k must be in [2, 65536], got {self.k}")
-        if self.iters < 0:
-            raise ValueError("iters must be >= 0")
-
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on scalars, initialised at the k quantile midpoints. Returns (sorted centroids, codes).

@@ -30,13 +30,6 @@ class StructuredConfig(MethodConfig):
     ratio: float = 0.3
     bn_samples: int = 256  # CNNs: calibration inputs that re-estimate batch-norm statistics after pruning; 0 = off
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"ratio must be in [0, 1), got {self.ratio}")
-        if self.bn_samples < 0:
-            raise ValueError(f"bn_samples must be >= 0, got {self.bn_samples}")
-
 
 def _kept(n: int, ratio: float) -> int:
     return max(1, n - int(round(ratio * n)))

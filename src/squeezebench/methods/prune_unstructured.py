@@ -29,11 +29,6 @@ class UnstructuredConfig(MethodConfig):
     scope: Literal["global", "layer"] = "global"
     csr_matmul: Literal["auto", "on", "off"] = "auto"
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-
 
 def _decode_bitmask(m: nn.Module) -> torch.Tensor:
     n = math.prod(m._dense_shape)

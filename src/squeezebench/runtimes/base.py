@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar, Optional
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from squeezebench.atomic import atomic_write_text
 from squeezebench.errors import SqueezebenchError
 from squeezebench.registry import Registry
 
@@ -116,7 +117,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     manifest = dict(manifest, format="squeezebench-artifact", format_version=ARTIFACT_FORMAT_VERSION)
-    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def write_export_manifest(bundle, task, chain: list, directory: Path, runtime: str, weight_files: list[Path],

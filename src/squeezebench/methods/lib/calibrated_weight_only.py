@@ -14,14 +14,6 @@ from squeezebench.methods.weight_only import linears_to_quantize, model_embeddin
 MODEL_TYPES = "transformer decoder LMs (Llama-style); encoders too where linears exist"
 
 
-def check_bits_group(bits: int, group_size: int) -> None:
-    """Config validation both methods share (raises ValueError, which parse_method turns into a one-line error)."""
-    if bits != 4:
-        raise ValueError("only bits=4 is supported (weights are stored as packed int4)")
-    if group_size < 1:
-        raise ValueError("group_size must be a positive number of input channels")
-
-
 def target_linears(model: nn.Module, head: bool = True) -> dict[str, nn.Linear]:
     """The Linears a calibrated method quantizes itself, by qualified name: every ``nn.Linear``, heads only
     with ``head``, never a head tied to the input embeddings (``quantize_rest`` handles it)."""
