@@ -104,3 +104,16 @@ def test_an_export_must_hand_its_runtime_entry(tmp_path):
 
     with pytest.raises(TypeError, match="ExportedProgramEntry"):
         write_export_manifest(None, None, [], tmp_path, "toy-exported-program", [], {}, ManifestEntry())
+
+
+def test_the_runtime_devices_are_read_by_loads_and_export_checks():
+    from squeezebench.methods.base import METHODS
+
+    bare = Runtime("bare", "", load_program, None, ("cpu",))
+    assert bare.unavailable("cpu") is None and bare.unavailable("cuda:0") == "runtime bare runs on cpu only"
+    method = METHODS.get("toy-torch-export")
+    assert method.kind == "export" and method.runtime == "toy-exported-program"
+    assert method.defined_in() == f"{PLUGIN}:toy_export"
+    # the export's check asks its runtime first: no CUDA here, or a CPU-only runtime on a GPU machine
+    assert method.check(ToyExportConfig(), MethodContext(task=None, bundle=None, device="cuda")) is not None
+    assert method.check(ToyExportConfig(), MethodContext(task=None, bundle=None, device="cpu")) is None

@@ -380,8 +380,10 @@ def parse_chain(text: str) -> list[MethodConfig]:
     if len(configs) > 1:
         configs = [c for c in configs if c.name != "original"]
     for c in configs[:-1]:
-        if METHODS.get(c.name).is_export:
-            raise SqueezebenchError(f"method {c.name} exports the model and must be the last link of {text!r}")
+        method = METHODS.get(c.name)
+        if method.is_export:
+            what = "exports the model" if method.kind == "export" else f"runs the model with {method.runtime}"
+            raise SqueezebenchError(f"method {c.name} {what} and must be the last link of {text!r}")
     if METHODS.get(configs[0].name).needs_original:
         raise SqueezebenchError(f"method {configs[0].name} recovers what an earlier link lost: put it after one, "
                                 f"e.g. prune-structured:ratio=0.3+{configs[0].name}")
