@@ -105,9 +105,9 @@ def _entry(model: Any, extra: dict[str, Any], precision: Optional[str] = None) -
     import openvino as ov
 
     shapes = {i.get_any_name(): str(i.get_partial_shape()) for i in model.inputs}
-    return OpenVinoEntry(openvino_xml=XML_FILE, openvino_version=ov.get_version(), openvino_inference_precision=precision,
-                         export={"converter": "openvino.convert_model (PyTorch frontend, no ONNX)",
-                                 "input_shapes": shapes, **extra})
+    export = {"converter": "openvino.convert_model (PyTorch frontend, no ONNX)", "input_shapes": shapes, **extra}
+    return OpenVinoEntry(openvino_xml=XML_FILE, openvino_version=ov.get_version(),
+                         openvino_inference_precision=precision, export=export)
 
 
 @register_export(OpenVinoConfig, "OpenVINO IR (converted from PyTorch), run by the OpenVINO CPU plugin",

@@ -18,7 +18,8 @@ from typing import Any, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.runtimes.base import ManifestEntry, Runtime, bundle_for_runtime, register_runtime, torch_device_problem
+from squeezebench.runtimes.base import (ManifestEntry, Runtime, bundle_for_runtime, register_runtime,
+                                        torch_device_problem)
 from squeezebench.runtimes.pytorch import TorchExecutable
 
 log = logging.getLogger(__name__)

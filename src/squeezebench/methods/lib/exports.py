@@ -10,7 +10,8 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.pytorch import module_dtype
 
 
-def example_inputs(ctx: Any, module: torch.nn.Module, n: int = 1, what: str = "this export") -> list[dict[str, torch.Tensor]]:
+def example_inputs(ctx: Any, module: torch.nn.Module, n: int = 1,
+                   what: str = "this export") -> list[dict[str, torch.Tensor]]:
     """Up to ``n`` task inputs (``ctx.calibration``) restricted to the task's input names (a sample's own names when
     the task declares none it has), floating tensors cast to ``module``'s dtype so a half model traces on half
     inputs. Refuses with one line when the task data gives none."""
