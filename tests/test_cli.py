@@ -136,3 +136,9 @@ def test_methods_for_a_model_and_task(capsys, tiny_bert_dir):
 def test_methods_model_needs_task(capsys):
     assert main(["methods", "--model", "offline:all-minilm-l6-v2"]) == 2
     assert "--model and --task go together" in capsys.readouterr().err
+
+
+def test_methods_for_an_offline_model(capsys):
+    assert main(["methods", "--model", "offline:all-minilm-l6-v2", "--task", "sentence-embedding"]) == 0
+    blocks = _blocks(capsys.readouterr().out)
+    assert blocks["int8-dynamic"].endswith("applies") and "does not apply: " in blocks["bnb-nf4"]
