@@ -21,7 +21,7 @@ import torch
 from squeezebench.methods import awq as awq_mod
 from squeezebench.methods import gptq as gptq_mod
 from squeezebench.methods import weight_only
-from squeezebench.methods.calibrated_weight_only import quantize_rest
+from squeezebench.methods.lib.calibrated_weight_only import quantize_rest
 from squeezebench.models.sources import load_model, source_of
 from squeezebench.tasks import TASKS
 from squeezebench.tasks.causal_lm import perplexity_from, window_nll

@@ -98,3 +98,47 @@ def test_out_is_a_file_fails_before_any_build(capsys, tmp_path, image_dir):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("squeezebench: error: --out") and "is a file, not a folder" in err[-1]
     assert not any("building" in line for line in err)
+
+
+def test_methods_say_where_they_are_defined(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "defined in squeezebench.methods.precision:_cast" in out
+    assert "defined in squeezebench.methods.export_onnx:onnx_export" in out
+    assert "export; parameters" in out and "runtime; parameters" in out  # torch-compile is a runtime choice
+
+
+def _blocks(out: str) -> dict[str, str]:
+    """Method name -> its lines in `squeezebench methods` output."""
+    blocks: dict[str, str] = {}
+    name = None
+    for line in out.splitlines():
+        if line and not line.startswith(" "):
+            name = line.split()[0]
+            blocks[name] = line
+        elif name is not None:
+            blocks[name] += "\n" + line
+    return blocks
+
+
+def test_methods_for_a_model_and_task(capsys, tiny_bert_dir):
+    assert main(["methods", "--model", str(tiny_bert_dir), "--task", "sentence-embedding"]) == 0
+    out = capsys.readouterr().out
+    blocks = _blocks(out)
+    assert blocks["fp16"].endswith("applies")
+    assert "does not apply: " in blocks["gguf"]  # not a causal LM (or llama.cpp missing): a stated reason either way
+    assert "does not apply: runs on cuda only" in blocks["bnb-int8"]
+    assert "does not apply: recovers what an earlier link lost" in blocks["distill"]
+    fit = out.rstrip().splitlines()[-1]
+    assert "methods apply to" in fit and " fp16," in fit and "bnb-int8" not in fit
+
+
+def test_methods_model_needs_task(capsys):
+    assert main(["methods", "--model", "offline:all-minilm-l6-v2"]) == 2
+    assert "--model and --task go together" in capsys.readouterr().err
+
+
+def test_methods_for_an_offline_model(capsys):
+    assert main(["methods", "--model", "offline:all-minilm-l6-v2", "--task", "sentence-embedding"]) == 0
+    blocks = _blocks(capsys.readouterr().out)
+    assert blocks["int8-dynamic"].endswith("applies") and "does not apply: " in blocks["bnb-nf4"]

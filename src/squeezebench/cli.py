@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dirs", nargs="+", type=Path)
     rep.add_argument("-o", "--output", type=Path, default=Path("report.html"))
 
-    sub.add_parser("methods", help="list compression methods and their parameters")
+    meth = sub.add_parser("methods", help="list compression methods, their parameters and where they are defined; "
+                          "with --model and --task: which apply to that model, and why the others do not")
+    meth.add_argument("--model", help="a model (local directory, offline:NAME, python:..., Hugging Face id)")
+    meth.add_argument("--task", help="the task the model would be measured on")
+    meth.add_argument("--device", default="cpu", help="the device to check the methods for (default: cpu)")
     sub.add_parser("tasks", help="list tasks and their metrics")
     sub.add_parser("measures", help="list what is measured: record sections and table columns")
     return parser
@@ -170,6 +174,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_table(args) -> int:
+    from squeezebench.atomic import atomic_write_text
     from squeezebench.report import merge
     from squeezebench.report.table import collect, table
 
@@ -192,7 +197,7 @@ def cmd_table(args) -> int:
         print(merge.diff(args.update, old, new), end="")
         return 0
     if new != old:
-        merge.write_atomic(args.update, new)
+        atomic_write_text(args.update, new)
     print(f"updated {args.update}" if new != old else f"{args.update} already up to date", file=sys.stderr)
     return 0
 
@@ -221,13 +226,44 @@ def cmd_methods(args) -> int:
 
     from squeezebench.methods import METHODS
 
+    reasons = _method_reasons(args) if args.model or args.task else None
     for name, m in METHODS.items():
         params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(m.config_cls)) or "no parameters"
-        kind = "export" if m.is_export else "transform"
         calib = "needs calibration data" if m.needs_calibration else "no calibration"
-        print(f"{name:28s} {m.summary}\n{'':28s} {kind}; parameters: {params}; devices: {', '.join(m.devices)}; "
-              f"models: {m.model_types}; {calib}")
+        models = f"models: {m.model_types}; " if m.model_types != "any" else ""
+        print(f"{name:28s} {m.summary}\n{'':28s} {m.kind}; parameters: {params}; devices: {', '.join(m.devices)}; "
+              f"runtime: {m.runtime}; {models}{calib}\n{'':28s} defined in {m.defined_in()}")
+        if reasons is not None:
+            reason = reasons[name]
+            print(f"{'':28s} {'applies' if reason is None else 'does not apply: ' + reason}")
+    if reasons is not None:
+        fit = sorted(n for n, r in reasons.items() if r is None)
+        print(f"\n{len(fit)} of {len(reasons)} methods apply to {args.model} ({args.task}, {args.device}): {', '.join(fit)}")
     return 0
+
+
+def _method_reasons(args) -> dict:
+    """Method name -> None (applies) or why not, for the model loaded as the build phase loads it."""
+    from squeezebench.methods import METHODS, MethodContext
+    from squeezebench.methods.base import why_not
+    from squeezebench.models.sources import check_available, load_model, source_of
+    from squeezebench.tasks import TASKS
+
+    if not (args.model and args.task):
+        raise SqueezebenchError("methods: --model and --task go together, e.g. "
+                                "`squeezebench methods --model offline:all-minilm-l6-v2 --task sentence-embedding`")
+    task = TASKS.get(args.task)
+    source = source_of(args.model)
+    check_available(source)
+    if source["kind"] == "onnx":  # measured as is by ONNX Runtime (worker.build)
+        return {n: None if n == "original" else "an ONNX input model can only be measured as is" for n, _ in METHODS.items()}
+    bundle = load_model(source, task)
+    out = {}
+    for name, method in METHODS.items():
+        out[name] = why_not(method, MethodContext(task=task, bundle=bundle, device=args.device))
+        if out[name] is None and method.needs_original:
+            out[name] = f"recovers what an earlier link lost: only after another one, e.g. prune-structured+{name}"
+    return out
 
 
 def cmd_tasks(args) -> int:

@@ -9,20 +9,14 @@ The result is written as JSON to RESULT; user-facing problems become {"status": 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from squeezebench.atomic import atomic_write_json
 from squeezebench.variant import Job
-
-
-def _write(path: str, payload: dict[str, Any]) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, default=_jsonable))
-    tmp.replace(path)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -123,7 +117,7 @@ def build(job: Job) -> dict[str, Any]:
     else:
         runtime = export.runtime
         weight_files = [Path(p) for p in export.weight_files]
-        write_export_manifest(bundle, task, chain, directory, runtime, weight_files, {**extra, **export.manifest_extra})
+        write_export_manifest(bundle, task, chain, directory, runtime, weight_files, extra, export.entry)
     return {"status": "ok", "runtime": runtime, "load_source_s": load_s, "transform_s": transform_s,
             "notes": ctx.notes, **_build_sections(directory, weight_files, parameters, ctx.facts)}
 
@@ -210,7 +204,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - any crash becomes a failed record; the run goes on
         traceback.print_exc()
         payload = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-    _write(result_path, payload)
+    atomic_write_json(Path(result_path), payload, indent=None, default=_jsonable)
     return 0
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from squeezebench.methods import METHODS, parse_method
 from squeezebench.methods import awq as awq_mod
 from squeezebench.methods import weight_only
-from squeezebench.methods.rtn import dequantize, quantize_rtn
+from squeezebench.methods.lib.rtn import dequantize, quantize_rtn
 from squeezebench.runtimes.pytorch import load_state, save_state
 from tests.methods.test_gptq import calibration, context, layer_inputs, llama
 

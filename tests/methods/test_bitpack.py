@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from squeezebench.methods.bitpack import pack_bits, pack_codes, pack_int4, unpack_bits, unpack_codes, unpack_int4
+from squeezebench.methods.lib.bitpack import pack_bits, pack_codes, pack_int4, unpack_bits, unpack_codes, unpack_int4
 
 
 def test_bit_packing_round_trips():

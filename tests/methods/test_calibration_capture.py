@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from squeezebench.methods import MethodContext
-from squeezebench.methods.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_facts,
-                                                      calibration_source, find_blocks, input_groups, with_hidden)
+from squeezebench.methods.lib.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_facts,
+                                                          calibration_source, find_blocks, input_groups, with_hidden)
 from squeezebench.tasks import TASKS
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from squeezebench.methods.cnn_chains import cnn_chains, is_depthwise
+from squeezebench.methods.lib.cnn_chains import cnn_chains, is_depthwise
 from tests.helpers_models import TinyCNN
 
 

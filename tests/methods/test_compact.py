@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from squeezebench.methods.compact import (attach_compact, compact_layout, empty_buffers, restore_compact,
-                                          weight_modules)
+from squeezebench.methods.lib.compact import (attach_compact, compact_layout, empty_buffers, restore_compact,
+                                              weight_modules)
 
 
 def _decode_halves(m: nn.Module) -> torch.Tensor:

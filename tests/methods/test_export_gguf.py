@@ -63,7 +63,7 @@ def test_permute_rows_is_the_inverse_of_transformers_gguf_reader():
 
 def test_effective_weight_of_packed_and_input_scaled_linears():
     from squeezebench.methods.awq import InputScaledLinear
-    from squeezebench.methods.packed_linear import WeightOnlyLinear
+    from squeezebench.methods.lib.packed_linear import WeightOnlyLinear
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 32, bias=False)
@@ -135,7 +135,7 @@ def build(directory: Path, model, tokenizer, method: str):
         assert not reason, reason
     export = apply_chain(bundle, chain, ctx, directory)
     write_export_manifest(bundle, task, chain, directory, export.runtime, export.weight_files,
-                          {"facts": ctx.facts, "notes": ctx.notes, **export.manifest_extra})
+                          {"facts": ctx.facts, "notes": ctx.notes}, export.entry)
     return export, ctx, ids
 
 
@@ -148,7 +148,7 @@ def test_llamacpp_runs_the_exported_gguf_like_pytorch(tmp_path, tokenizer, metho
 
     model = tiny_llama(len(tokenizer))
     export, ctx, ids = build(tmp_path, model, tokenizer, method)
-    gguf = export.manifest_extra["gguf"]
+    gguf = export.entry.gguf
     assert gguf["check_vs_pytorch"]["mean_cosine"] >= min_cos
     assert gguf["f32_conversion_check"]["mean_cosine"] >= 0.999 and gguf["f32_conversion_check"]["top1_agreement"] == 1
     quant = method.split("=")[-1].removeprefix("gguf-")
@@ -182,10 +182,10 @@ def test_gguf_after_int4_weight_only_says_it_requantised(tmp_path, tokenizer):
     _llamacpp()
     model = tiny_llama(len(tokenizer))
     export, ctx, _ = build(tmp_path, model, tokenizer, "int4-weight-only:group_size=32+gguf-q8_0")
-    assert export.manifest_extra["gguf"]["requantized_after_4bit"]
+    assert export.entry.gguf["requantized_after_4bit"]
     assert any("re-quantised" in n for n in ctx.notes)
     # q8_0 of the int4 weights: llama.cpp's logits follow the int4 PyTorch model closely
-    assert export.manifest_extra["gguf"]["check_vs_pytorch"]["mean_cosine"] > 0.995
+    assert export.entry.gguf["check_vs_pytorch"]["mean_cosine"] > 0.995
 
 
 def test_a_wrong_conversion_is_caught_by_the_f32_check(tmp_path, tokenizer, monkeypatch):

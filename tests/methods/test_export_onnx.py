@@ -35,7 +35,7 @@ def _export(method: str, task, bundle, ctx, directory: Path):
     assert METHODS.get(config.name).check(config, ctx) is None
     result = METHODS.get(config.name).export(task.wrap(bundle).eval(), config, ctx, directory)
     write_export_manifest(bundle, task, parse_chain(method), directory, result.runtime, result.weight_files,
-                          {"facts": ctx.facts, **result.manifest_extra})
+                          {"facts": ctx.facts}, result.entry)
     return result
 
 
@@ -53,12 +53,12 @@ def test_onnx_fp32_round_trip_matches_pytorch(bert, tmp_path):
     task, bundle, ctx = bert
     result = _export("onnx", task, bundle, ctx, tmp_path)
     assert result.runtime == "onnxruntime" and [p.name for p in result.weight_files] == ["model.onnx"]
-    export = result.manifest_extra["onnx_export"]
+    export = result.entry.onnx_export
     assert export["exporter"] == "torchscript" and export["opset"] == 17
     assert export["check_vs_pytorch"]["max_abs_diff"] < FP32_TOL
     assert len(export["check_vs_pytorch"]["inputs"]) == 2  # the example and a batch-2, half-length input
     assert ctx.facts["in_memory_compressed"] is False
-    assert result.manifest_extra["ort_graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert result.entry.ort_graph_optimization_level == "ORT_ENABLE_ALL"
 
     _, executable = load_artifact(tmp_path, task, "cpu", threads=1)
     inputs = _texts_batch(bundle)
@@ -77,7 +77,7 @@ def test_onnx_int8_dynamic_is_smaller_and_close(bert, tmp_path):
     task, bundle, ctx = bert
     fp32_params = bundle.parameter_count()
     result = _export("onnx-int8-dynamic", task, bundle, ctx, tmp_path)
-    q = result.manifest_extra["quantization"]
+    q = result.entry.quantization
     assert q["weight_type"] == "QInt8" and q["per_channel"] is True and q["reduce_range"] is True
     assert "7-bit" in ctx.facts["in_memory_format"]
     lo, hi = _int8_weight_range(tmp_path / "model.onnx")  # 255 * 64 * 2 = 32640: no u8s8 pair sum saturates int16
@@ -87,7 +87,7 @@ def test_onnx_int8_dynamic_is_smaller_and_close(bert, tmp_path):
     assert [p.name for p in tmp_path.glob("*.onnx")] == ["model.onnx"]  # only the quantised graph is kept
     assert q["check_vs_pytorch"]["mean_cosine"] > INT8_MIN_COSINE
     assert ctx.facts["in_memory_compressed"] is True
-    assert result.manifest_extra["ort_optimized_graph"]["int8_ops"]
+    assert result.entry.ort_optimized_graph["int8_ops"]
 
     _, executable = load_artifact(tmp_path, task, "cpu")
     inputs = _texts_batch(bundle)
@@ -115,7 +115,7 @@ def test_onnx_int8_static_calibrates(bert, tmp_path):
     task, bundle, ctx = bert
     ctx.facts.clear()
     result = _export("onnx-int8-static:calibration_samples=6,calibrate=minmax", task, bundle, ctx, tmp_path)
-    q = result.manifest_extra["quantization"]
+    q = result.entry.quantization
     assert q["calibration_samples"] == 6 and q["format_onnx"] == "QDQ" and q["calibrate_method"] == "MinMax"
     assert q["quantized_nodes"] > 0 and q["left_float"]["after a GELU"] == 2  # one FFN down-projection per layer
     assert q["reduce_range"] is True and -64 <= _int8_weight_range(tmp_path / "model.onnx")[0]
@@ -133,7 +133,7 @@ def test_int8_refuses_half_precision_model(bert):
 def test_image_model_dynamo_export_has_dynamic_batch(image_dir, tmp_path):
     task, bundle, ctx = _setup("python:tests.helpers_models:tiny_cnn", "image-classification", f"image-dir:{image_dir}")
     result = _export("onnx:exporter=dynamo,opset=18", task, bundle, ctx, tmp_path)
-    export = result.manifest_extra["onnx_export"]
+    export = result.entry.onnx_export
     assert export["exporter_requested"] == "dynamo"
     assert export["exporter"] in ("dynamo", "torchscript")  # torchscript only with a recorded fallback reason
     assert export["exporter"] == "dynamo" or export["exporter_fallback_reason"]
@@ -176,7 +176,7 @@ def test_whisper_onnx_graphs_generate_like_pytorch(tmp_path):
 
     model, task, result, ctx = _whisper_export("onnx", tmp_path, multilingual=True)
     assert [p.name for p in result.weight_files] == ["encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"]
-    extra = result.manifest_extra
+    extra = result.entry.dump()
     assert extra["entry_graph"] == "encoder" and extra["generation"]["prompt"] == [50258, 50259, 50359, 50363]
     assert all(e["check_vs_pytorch"]["max_abs_diff"] < 1e-3 for e in extra["onnx_export"].values())
     assert ctx.facts["in_memory_compressed"] is False
@@ -195,9 +195,9 @@ def test_whisper_onnx_int8_dynamic_graphs_run(tmp_path):
     from tests.helpers_seq2seq import batch, features
 
     _, task, result, ctx = _whisper_export("onnx-int8-dynamic", tmp_path)
-    assert set(result.manifest_extra["quantization"]) == {"encoder", "decoder", "decoder_with_past"}
-    assert all(s["int8_ops"] for s in result.manifest_extra["ort_optimized_graph"].values())
-    checks = {n: q["check_vs_pytorch"] for n, q in result.manifest_extra["quantization"].items()}
+    assert set(result.entry.quantization) == {"encoder", "decoder", "decoder_with_past"}
+    assert all(s["int8_ops"] for s in result.entry.ort_optimized_graph.values())
+    checks = {n: q["check_vs_pytorch"] for n, q in result.entry.quantization.items()}
     assert "next_token_agreement" not in checks["encoder"]  # states, not logits
     assert all(0.0 <= checks[n]["next_token_agreement"] <= 1.0 for n in ("decoder", "decoder_with_past"))
     assert all(_int8_weight_range(tmp_path / f"{n}.onnx")[0] >= -64 for n in checks)

@@ -8,8 +8,8 @@ from torch import nn
 
 from squeezebench.methods import METHODS, MethodContext, parse_method
 from squeezebench.methods import gptq as gptq_mod
-from squeezebench.methods.packed_linear import WeightOnlyLinear
-from squeezebench.methods.rtn import dequantize, quantize_rtn, quantize_with, rtn_params
+from squeezebench.methods.lib.packed_linear import WeightOnlyLinear
+from squeezebench.methods.lib.rtn import dequantize, quantize_rtn, quantize_with, rtn_params
 from squeezebench.models.bundle import ModelBundle
 from squeezebench.runtimes.pytorch import load_state, save_state
 from tests.conftest import TOPICS

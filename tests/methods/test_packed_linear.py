@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from squeezebench.methods.packed_linear import QuantizedEmbedding, WeightOnlyLinear
+from squeezebench.methods.lib.packed_linear import QuantizedEmbedding, WeightOnlyLinear
 
 
 @pytest.mark.parametrize("bits", [4, 8])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from squeezebench.methods import METHODS, MethodContext, parse_method
-from squeezebench.methods.packed_linear import QuantizedEmbedding
+from squeezebench.methods.lib.packed_linear import QuantizedEmbedding
 from squeezebench.models.bundle import ModelBundle
 from squeezebench.runtimes.pytorch import load_state, save_state
 from tests.helpers_models import TinyCNN

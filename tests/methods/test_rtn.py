@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from squeezebench.methods.rtn import dequantize, quantize_rtn
+from squeezebench.methods.lib.rtn import dequantize, quantize_rtn
 
 
 def test_rtn_error_is_at_most_half_a_step():

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from squeezebench.methods import METHODS, MethodContext, parse_method
-from squeezebench.methods.packed_linear import QuantizedEmbedding, WeightOnlyLinear
+from squeezebench.methods.lib.packed_linear import QuantizedEmbedding, WeightOnlyLinear
 from squeezebench.methods.weight_only import head_names, linears_to_quantize, replace_linears, restore_as
 from squeezebench.runtimes.pytorch import load_state, save_state
 from tests.conftest import fast_protocol

@@ -26,7 +26,7 @@ def build(directory: Path, bundle, task, method: str, calibration: list[dict]):
     ctx = MethodContext(task=task, bundle=bundle, calibration=lambda n: calibration[:n])
     export = apply_chain(bundle, chain, ctx, directory)
     write_export_manifest(bundle, task, chain, directory, export.runtime, export.weight_files,
-                          {"facts": ctx.facts, **export.manifest_extra})
+                          {"facts": ctx.facts}, export.entry)
     return export, ctx.facts
 
 

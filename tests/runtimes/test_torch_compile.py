@@ -27,7 +27,7 @@ def build(directory: Path, bundle, task, method: str):
     ctx = MethodContext(task=task, bundle=bundle, calibration=lambda n: [])
     export = apply_chain(bundle, chain, ctx, directory)
     write_export_manifest(bundle, task, chain, directory, export.runtime, export.weight_files,
-                          {"facts": ctx.facts, **export.manifest_extra})
+                          {"facts": ctx.facts}, export.entry)
     return export
 
 

@@ -22,7 +22,7 @@ def build(directory: Path, bundle, task, method: str, calibration: list[dict]):
     ctx = MethodContext(task=task, bundle=bundle, calibration=lambda n: calibration[:n])
     export = apply_chain(bundle, chain, ctx, directory)
     write_export_manifest(bundle, task, chain, directory, export.runtime, export.weight_files,
-                          {"facts": ctx.facts, **export.manifest_extra})
+                          {"facts": ctx.facts}, export.entry)
     return export
 
 
@@ -68,7 +68,7 @@ def test_torchscript_image_model_on_cpu(tmp_path):
     with torch.no_grad():
         expected = task.wrap(bundle).eval()(pixel_values=x)
     assert (exe({"pixel_values": x}) - expected).abs().max().item() < TOL
-    assert export.manifest_extra["export"]["file_contents"].startswith("TorchScript archive")
+    assert export.entry.export["file_contents"].startswith("TorchScript archive")
 
 
 def test_cpu_trace_with_pinned_device_is_refused_on_cuda(tmp_path, bert):

@@ -12,6 +12,7 @@ from squeezebench.methods.base import (  # noqa: F401
     parse_chain,
     parse_method,
     register_export,
+    register_runtime_choice,
     register_method,
 )
 from squeezebench.methods import precision  # noqa: F401  (registers original, fp16, bf16)

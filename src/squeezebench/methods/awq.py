@@ -21,12 +21,12 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import POSITIVE, MethodConfig, MethodContext, Range, register_method
-from squeezebench.methods.calibrated_weight_only import (MODEL_TYPES, check_bits_group, finish_facts, restore_calibrated,
-                                                         target_linears)
-from squeezebench.methods.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_source,
-                                                      input_groups, samples_for, work_device)
-from squeezebench.methods.packed_linear import SCALE_DTYPE
-from squeezebench.methods.rtn import rtn_params
+from squeezebench.methods.lib.calibrated_weight_only import (MODEL_TYPES, finish_facts, restore_calibrated,
+                                                             target_linears)
+from squeezebench.methods.lib.calibration_capture import (InputRecorder, calibrate_blockwise, calibration_source,
+                                                          input_groups, samples_for, work_device)
+from squeezebench.methods.lib.packed_linear import SCALE_DTYPE
+from squeezebench.methods.lib.rtn import rtn_params
 from squeezebench.methods.weight_only import check_has_linears, in_features_of, quantized_linear
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,6 @@ class AWQConfig(MethodConfig):
     calibration_samples: Optional[int] = None
     embeddings: bool = True
     head: bool = True
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_bits_group(self.bits, self.group_size)
-        if self.grid < 1:
-            raise ValueError("grid must be >= 1")
 
 
 class InputScaledLinear(nn.Module):

@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.registry import Registry
-from squeezebench.runtimes.base import RESTORES, StructureRestore
+from squeezebench.runtimes.base import RESTORES, RUNTIMES, ManifestEntry, StructureRestore
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ FRACTION = Range(lo=0, hi=1, hi_open=True)  # sparsity / pruning ratios
 @dataclass(frozen=True)
 class MethodConfig:
     """Base of every method's parameters. Subclasses set ``name`` and add typed fields with defaults, and
-    declare the allowed values of numeric fields in ``bounds`` (checked by :meth:`validate` at construction;
-    a subclass with its own ``__post_init__`` calls ``super().__post_init__()`` first)."""
+    declare the allowed values of numeric fields in ``bounds``: the one validation path (:meth:`validate`, run at
+    construction, so a bad value is refused when the chain is parsed; ``Literal`` fields are checked by the parser)."""
 
     name: ClassVar[str] = ""
     bounds: ClassVar[dict[str, Range]] = {}
@@ -162,11 +162,12 @@ def wrap_module(ctx: "MethodContext", module: Any) -> Any:
 
 @dataclass
 class ExportResult:
-    """What an export wrote: the runtime that loads it, its weight files, and facts for the manifest."""
+    """What an export wrote: the runtime that loads it, its weight files, and that runtime's typed manifest entry
+    (the ``ManifestEntry`` subclass the runtime declares; the worker refuses another type)."""
 
     runtime: str
     weight_files: list[Any]  # paths inside the artifact directory
-    manifest_extra: dict[str, Any] = field(default_factory=dict)
+    entry: Optional[ManifestEntry] = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ class Method:
         runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain. ``module`` is the task's
         wrapped module (``ctx.task.wrap(ctx.bundle)``: forward(**inputs) -> one tensor) and the export
         writes its files into ``directory``; the worker then writes the manifest and preprocessing files.
+    runtime: the runtime an export's artifact is loaded by (its pair, see runtimes/base.ManifestEntry).
+    kind: "transform", "export" (converts the model for another runtime) or "runtime" (keeps the PyTorch weights
+        as they are and names another runtime to run them, e.g. torch-compile); exports and runtime choices both
+        end a chain.
     """
 
     name: str
@@ -192,15 +197,23 @@ class Method:
     transform: Optional[Callable[..., Any]] = None
     restore: Optional[Callable[..., Any]] = None
     check: Optional[Callable[..., Optional[str]]] = None
-    export: Optional[Callable[..., str]] = None
+    export: Optional[Callable[..., ExportResult]] = None
     devices: tuple[str, ...] = ("cpu", "cuda")
     model_types: str = "any"
     needs_calibration: bool = False
     needs_original: bool = False
+    runtime: str = "pytorch"
+    kind: str = "transform"
 
     @property
     def is_export(self) -> bool:
+        """It writes the artifact itself (an export or a runtime choice), so it must be a chain's last link."""
         return self.export is not None
+
+    def defined_in(self) -> str:
+        """``module:function`` of the code this method runs (its transform or export)."""
+        fn = self.transform or self.export
+        return f"{fn.__module__}:{fn.__qualname__.split('.<locals>')[0]}" if fn is not None else self.config_cls.__module__
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -233,23 +246,69 @@ def register_method(
     return deco
 
 
+def _runtime_check(runtime: str, check: Optional[Callable[..., Optional[str]]]) -> Callable[..., Optional[str]]:
+    """An export's check: can its runtime run on the context's device here, then the export's own check."""
+
+    def checked(config, ctx) -> Optional[str]:
+        reason = RUNTIMES.get(runtime).unavailable(ctx.device)
+        if reason is None and check is not None:
+            reason = check(config, ctx)
+        return reason
+
+    checked.__wrapped__ = check  # type: ignore[attr-defined]
+    return checked
+
+
 def register_export(
     config_cls: type[MethodConfig],
     summary: str,
     *,
+    runtime: str,
     check: Optional[Callable[..., Optional[str]]] = None,
     devices: tuple[str, ...] = ("cpu",),
     model_types: str = "any",
     needs_calibration: bool = False,
 ):
-    """Decorator registering an export function (last link of a chain) for ``config_cls``."""
+    """Decorator registering an export function (last link of a chain) for ``config_cls``; ``runtime`` (registered
+    first: import it) loads what it writes, and its device check runs before the export's own ``check``."""
+    RUNTIMES.get(runtime)  # the pair must exist: a typo fails at import, with did-you-mean
 
     def deco(fn):
         METHODS.register(
             config_cls.name,
-            Method(config_cls.name, config_cls, summary, export=fn, check=check, devices=devices,
-                   model_types=model_types, needs_calibration=needs_calibration),
+            Method(config_cls.name, config_cls, summary, export=fn, check=_runtime_check(runtime, check),
+                   devices=devices, model_types=model_types, needs_calibration=needs_calibration,
+                   runtime=runtime, kind="export"),
         )
+        return fn
+
+    return deco
+
+
+def _restore_identity(module, config=None, facts=None):
+    return module  # a runtime choice changes nothing that is saved
+
+
+def register_runtime_choice(
+    config_cls: type[MethodConfig],
+    summary: str,
+    *,
+    runtime: str,
+    check: Optional[Callable[..., Optional[str]]] = None,
+    devices: tuple[str, ...] = ("cpu", "cuda"),
+):
+    """Decorator for a last link that is not an export: ``fn(module, config, ctx, directory) -> ExportResult`` saves
+    the PyTorch weights as they are and names ``runtime`` (e.g. torch-compile) to run them. The PyTorch runtime's
+    replay of the chain treats the link as identity."""
+    RUNTIMES.get(runtime)
+
+    def deco(fn):
+        METHODS.register(
+            config_cls.name,
+            Method(config_cls.name, config_cls, summary, export=fn, restore=_restore_identity,
+                   check=_runtime_check(runtime, check), devices=devices, runtime=runtime, kind="runtime"),
+        )
+        RESTORES.register(config_cls.name, StructureRestore(config_cls, _restore_identity))
         return fn
 
     return deco
@@ -321,8 +380,10 @@ def parse_chain(text: str) -> list[MethodConfig]:
     if len(configs) > 1:
         configs = [c for c in configs if c.name != "original"]
     for c in configs[:-1]:
-        if METHODS.get(c.name).is_export:
-            raise SqueezebenchError(f"method {c.name} exports the model and must be the last link of {text!r}")
+        method = METHODS.get(c.name)
+        if method.is_export:
+            what = "exports the model" if method.kind == "export" else f"runs the model with {method.runtime}"
+            raise SqueezebenchError(f"method {c.name} {what} and must be the last link of {text!r}")
     if METHODS.get(configs[0].name).needs_original:
         raise SqueezebenchError(f"method {configs[0].name} recovers what an earlier link lost: put it after one, "
                                 f"e.g. prune-structured:ratio=0.3+{configs[0].name}")
@@ -359,3 +420,16 @@ def apply_chain(bundle: Any, chain: list[MethodConfig], ctx: MethodContext, dire
         else:
             bundle.module = method.transform(bundle.module, config, ctx) or bundle.module
     return export
+
+
+def why_not(method: Method, ctx: MethodContext) -> Optional[str]:
+    """Why ``method`` (with its default parameters) does not apply to ``ctx.bundle`` for ``ctx.task`` on
+    ``ctx.device``, or None when it does: its devices, then its own ``check``, as the worker asks before building."""
+    if ctx.device.split(":")[0] not in method.devices:
+        return f"runs on {', '.join(method.devices)} only"
+    if method.check is None:
+        return None
+    try:
+        return method.check(method.config_cls(), ctx)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot decide says so instead of stopping the list
+        return f"its check failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

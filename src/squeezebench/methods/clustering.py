@@ -14,8 +14,8 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
-from squeezebench.methods.bitpack import iter_codes, pack_codes
-from squeezebench.methods.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
+from squeezebench.methods.lib.bitpack import iter_codes, pack_codes
+from squeezebench.methods.lib.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,6 @@ class KMeansConfig(MethodConfig):
     int8_codebook: bool = False
     embeddings: bool = True
     iters: int = 100
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 2 <= self.k <= 65536:
-            raise ValueError(f"k must be in [2, 65536], got {self.k}")
-        if self.iters < 0:
-            raise ValueError("iters must be >= 0")
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from torch import nn
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import (NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, first_tensor, register_method, stack_inputs,
                                        wrap_module)
-from squeezebench.methods.compact import PRUNABLE
+from squeezebench.methods.lib.compact import PRUNABLE
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,6 @@ class DistillConfig(MethodConfig):
     temperature: float = 2.0
     seed: int = 0
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.steps < 1 or self.batch_size < 1 or self.samples < 1:
-            raise ValueError("steps, batch_size and samples must be at least 1")
-        if self.lr <= 0 or self.temperature <= 0 or self.hidden_weight < 0:
-            raise ValueError("lr and temperature must be > 0, hidden_weight >= 0")
-
 
 def trainable_weight_count(module: nn.Module) -> int:
     """Linear/Conv layers whose weight is a floating-point nn.Parameter (what distillation can train)."""
@@ -70,7 +63,6 @@ def block_names(teacher: nn.Module, student: nn.Module) -> list[str]:
                 if any(True for _ in block.parameters()) and full in student_names:
                     names.append(full)
     return names
-
 
 
 class _Taps:

@@ -15,6 +15,8 @@ After a 4-bit link (gptq, awq, int4-weight-only) the GGUF quantiser re-quantises
 its own grid (q4_0: symmetric, blocks of 32; q4_k_m: super-blocks of 256 with 6-bit sub-scales; q8_0:
 symmetric 8-bit, blocks of 32). GPTQ's error compensation survives only as far as its weights land near the new
 grid: a second rounding is added on top of GPTQ's; q8_0 after gptq keeps GPTQ's weights almost exactly.
+
+Pair: loaded by the ``llamacpp`` runtime (runtimes/llamacpp.py), told what it needs by a LlamaCppEntry.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import ExportResult, MethodConfig, MethodContext, register_export
-from squeezebench.runtimes.llamacpp import GGUF_FILE, INSTALL_HINT, llama_cpp_missing, open_model
+from squeezebench.runtimes.llamacpp import GGUF_FILE, INSTALL_HINT, LlamaCppEntry, open_model
 
 log = logging.getLogger(__name__)
 
@@ -258,10 +260,7 @@ def tensor_summary(path: Path) -> dict[str, Any]:
 
 # --- method -------------------------------------------------------------------------------------------------
 def _check(config: MethodConfig, ctx: MethodContext) -> Optional[str]:
-    missing = llama_cpp_missing()
-    if missing:
-        return missing
-    try:
+    try:  # llama-cpp-python itself: the llamacpp runtime's check, run first by register_export
         import gguf  # noqa: F401
     except ImportError:
         return f"the gguf package is not installed; {INSTALL_HINT}"
@@ -315,7 +314,7 @@ def _check_conversion(path: Path, wrapped: nn.Module, ctx: MethodContext, thread
 
 
 def _earlier_4bit(ctx: MethodContext) -> bool:
-    from squeezebench.methods.packed_linear import _PackedWeight
+    from squeezebench.methods.lib.packed_linear import _PackedWeight
 
     module = ctx.bundle.module
     return any(isinstance(m, _PackedWeight) and m.bits == 4 for m in module.modules())
@@ -355,11 +354,11 @@ def export_gguf(wrapped: nn.Module, config: MethodConfig, ctx: MethodContext, di
     ctx.notes.append(f"written to GGUF with the gguf package, quantised by llama.cpp to {quant}")
     if requant:
         ctx.notes.append(REQUANT_NOTE)
-    extra = {"gguf_file": GGUF_FILE, "gguf": {
+    entry = LlamaCppEntry(gguf_file=GGUF_FILE, gguf={
         "quant": quant, "pre_tokenizer": pre, "hparams": hparams, "write_s": write_s, "quantize_s": quant_s,
         "requantized_after_4bit": requant, "f32_conversion_check": conversion, "check_vs_pytorch": check,
-        **summary}}
-    return ExportResult(runtime="llamacpp", weight_files=[path], manifest_extra=extra)
+        **summary})
+    return ExportResult(runtime="llamacpp", weight_files=[path], entry=entry)
 
 
 for _cls, _summary in ((GgufConfig, "GGUF file quantised by llama.cpp (quant=q4_0|q4_k_m|q8_0|f16|f32), "
@@ -367,4 +366,4 @@ for _cls, _summary in ((GgufConfig, "GGUF file quantised by llama.cpp (quant=q4_
                        (GgufQ4_0Config, "gguf:quant=q4_0 (llama.cpp symmetric 4-bit, blocks of 32)"),
                        (GgufQ4KMConfig, "gguf:quant=q4_k_m (llama.cpp 4-bit k-quants)"),
                        (GgufQ8_0Config, "gguf:quant=q8_0 (llama.cpp symmetric 8-bit, blocks of 32)")):
-    register_export(_cls, _summary, check=_check, devices=("cpu",))(export_gguf)
+    register_export(_cls, _summary, runtime="llamacpp", check=_check, devices=("cpu",))(export_gguf)

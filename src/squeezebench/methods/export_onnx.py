@@ -4,6 +4,8 @@ The task's wrapped module (``forward(**inputs) -> tensor``) is exported with dyn
 axes, checked against PyTorch on the example input and on a second shape, and saved as ``model.onnx``.
 The TorchScript-based exporter is the default: on this project's CPU it gave the faster int8 graph
 (see the notes on dependencies); ``exporter=dynamo`` tries torch.export and falls back to it on failure.
+
+Pair: loaded by the ``onnxruntime`` runtime (runtimes/onnxruntime.py), told what it needs by an OnnxRuntimeEntry.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import torch
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import (POSITIVE, ExportResult, MethodConfig, MethodContext,
                                       Range, calibration_count, register_export, stack_inputs)
+from squeezebench.methods.lib.exports import example_inputs
 from squeezebench.models.graphs import ExportGraphs, GraphSpec, export_graphs_of
-from squeezebench.runtimes.onnxruntime import (DEFAULT_OPT_LEVEL, MODEL_FILE, NUMPY_TYPES, check_device,
+from squeezebench.runtimes.graphs import GraphFile
+from squeezebench.runtimes.onnxruntime import (DEFAULT_OPT_LEVEL, MODEL_FILE, NUMPY_TYPES, OnnxRuntimeEntry,
                                                open_session, optimized_graph_summary, weight_files_of)
 
 log = logging.getLogger(__name__)
@@ -80,20 +84,6 @@ def _module_dtype(module: torch.nn.Module) -> torch.dtype:
         if t.is_floating_point():
             return t.dtype
     return torch.float32
-
-
-def _example(ctx: MethodContext, module: torch.nn.Module, n: int = 1) -> list[dict[str, torch.Tensor]]:
-    """n calibration inputs restricted to the task's input names, floats cast to the module's dtype."""
-    if ctx.calibration is None:
-        raise SqueezebenchError("ONNX export needs example inputs from the task data; none were given")
-    dtype = _module_dtype(module)
-    out = []
-    for sample in ctx.calibration(n):
-        names = [k for k in ctx.task.input_names if k in sample] or list(sample)
-        out.append({k: sample[k].to(dtype) if sample[k].is_floating_point() else sample[k] for k in names})
-    if not out:
-        raise SqueezebenchError("ONNX export needs at least one example input; the task data gave none")
-    return out
 
 
 def _dynamic_axes(example: dict[str, torch.Tensor], output: torch.Tensor) -> dict[str, dict[int, str]]:
@@ -214,9 +204,7 @@ def _check_int8(result: dict[str, Any]) -> None:
 
 # --- methods ----------------------------------------------------------------------------------------------
 def _check(config: OnnxConfig, ctx: MethodContext) -> Optional[str]:
-    reason = check_device(ctx.device)
-    if reason:
-        return reason
+    """(ONNX Runtime on the device: the runtime's check, run first by register_export.)"""
     if config.exporter == "dynamo":
         try:
             import onnxscript  # noqa: F401
@@ -235,7 +223,7 @@ def _check_int8_method(config: OnnxConfig, ctx: MethodContext) -> Optional[str]:
 
 
 def _export_fp32(module, config: OnnxConfig, ctx: MethodContext, path: Path) -> tuple[dict, list]:
-    samples = _example(ctx, module, 2)
+    samples = example_inputs(ctx, module, 2, "ONNX export")
     facts = export_onnx(module, config, samples[0], path)
     inputs = [samples[0], _second_shape(samples)]
     check = compare_with_pytorch(path, module, inputs, torch.get_num_threads())
@@ -253,14 +241,13 @@ def _finish(path: Path, config: OnnxConfig, ctx: MethodContext, export: dict[str
     ctx.notes.append(f"ONNX export with the {export['exporter']} exporter, opset {export['opset']}")
     if "exporter_fallback_reason" in export:
         ctx.notes.append(f"dynamo export failed, fell back to TorchScript: {export['exporter_fallback_reason']}")
-    extra = {"onnx_file": MODEL_FILE, "onnx_export": export, "ort_graph_optimization_level": DEFAULT_OPT_LEVEL,
-             "ort_optimized_graph": summary}
-    if quantization:
-        extra["quantization"] = quantization
-    return ExportResult(runtime="onnxruntime", weight_files=weight_files_of(path), manifest_extra=extra)
+    entry = OnnxRuntimeEntry(onnx_file=MODEL_FILE, onnx_export=export, ort_graph_optimization_level=DEFAULT_OPT_LEVEL,
+                             ort_optimized_graph=summary, quantization=quantization or None)
+    return ExportResult(runtime="onnxruntime", weight_files=weight_files_of(path), entry=entry)
 
 
-@register_export(OnnxConfig, "export to ONNX (fp32) and run with ONNX Runtime", check=_check, devices=("cpu", "cuda"))
+@register_export(OnnxConfig, "export to ONNX (fp32) and run with ONNX Runtime", runtime="onnxruntime", check=_check,
+                 devices=("cpu", "cuda"))
 def onnx_export(module, config: OnnxConfig, ctx: MethodContext, directory: Path) -> ExportResult:
     graphs = export_graphs_of(ctx.task, ctx.bundle)
     if graphs is not None:
@@ -288,7 +275,7 @@ def _quantize(module, config: OnnxConfig, ctx: MethodContext, directory: Path, q
 
 
 @register_export(OnnxInt8DynamicConfig, "ONNX export + ONNX Runtime dynamic int8 quantisation (weights int8, "
-                 "activations quantised per call)", check=_check_int8_method)
+                 "activations quantised per call)", runtime="onnxruntime", check=_check_int8_method)
 def onnx_int8_dynamic(module, config: OnnxInt8DynamicConfig, ctx: MethodContext, directory: Path) -> ExportResult:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -320,13 +307,14 @@ class _Calibration:
 
 
 @register_export(OnnxInt8StaticConfig, "ONNX export + ONNX Runtime static int8 quantisation (QDQ, weights and "
-                 "activations int8, ranges from calibration data)", check=_check_int8_method, needs_calibration=True)
+                 "activations int8, ranges from calibration data)", runtime="onnxruntime", check=_check_int8_method,
+                 needs_calibration=True)
 def onnx_int8_static(module, config: OnnxInt8StaticConfig, ctx: MethodContext, directory: Path) -> ExportResult:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     n = config.calibration_samples or calibration_count(ctx)
     graphs = export_graphs_of(ctx.task, ctx.bundle)
-    samples = _example(ctx, module, n) if graphs is None else []
+    samples = example_inputs(ctx, module, n, "ONNX export") if graphs is None else []
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibrate]
     activation = QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8
@@ -488,11 +476,10 @@ def export_onnx_graphs(graphs: ExportGraphs, config: OnnxConfig, ctx: MethodCont
         ctx.notes.append(f"exporter={config.exporter} ignored: multi-graph exports use the torchscript exporter")
     ctx.notes.extend(graphs.notes)
     first = next(iter(graphs.graphs))
-    extra = {"onnx_file": f"{first}.onnx", "entry_graph": first, "generation": graphs.generation,
-             "graphs": {n: {"file": f"{n}.onnx", "inputs": list(s.input_names), "outputs": list(s.output_names)}
-                        for n, s in graphs.graphs.items()},
-             "onnx_export": exports, "ort_graph_optimization_level": DEFAULT_OPT_LEVEL,
-             "ort_optimized_graph": summaries}
-    if quantizations:
-        extra["quantization"] = quantizations
-    return ExportResult(runtime="onnxruntime", weight_files=files, manifest_extra=extra)
+    entry = OnnxRuntimeEntry(
+        onnx_file=f"{first}.onnx", entry_graph=first, generation=graphs.generation,
+        graphs={n: GraphFile(file=f"{n}.onnx", inputs=list(s.input_names), outputs=list(s.output_names))
+                for n, s in graphs.graphs.items()},
+        onnx_export=exports, ort_graph_optimization_level=DEFAULT_OPT_LEVEL, ort_optimized_graph=summaries,
+        quantization=quantizations or None)
+    return ExportResult(runtime="onnxruntime", weight_files=files, entry=entry)

@@ -5,6 +5,8 @@ The wrapped module (forward(**inputs) -> one tensor) is converted directly from 
 (and, for token inputs, sequence) dimension. ``openvino-int8`` then runs NNCF post-training
 quantization (weights and activations, calibrated on task data); ``openvino-int8-weights`` runs
 NNCF weight-only compression. The IR is saved as model.xml (graph) + model.bin (weights).
+
+Pair: loaded by the ``openvino`` runtime (runtimes/openvino.py), told what it needs by an OpenVinoEntry.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import (POSITIVE, ExportResult, MethodConfig, MethodContext,
                                       Range, calibration_count, register_export)
 from squeezebench.methods.export_onnx import check_inputs, compare_graph, graph_examples, graph_outputs
+from squeezebench.methods.lib.exports import example_inputs
 from squeezebench.models.graphs import ExportGraphs, GraphSpec, export_graphs_of
-from squeezebench.runtimes.openvino import BIN_FILE, INSTALL_HINT, XML_FILE, missing_openvino
-from squeezebench.runtimes.pytorch import module_dtype
+from squeezebench.runtimes.graphs import GraphFile
+from squeezebench.runtimes.openvino import BIN_FILE, INSTALL_HINT, XML_FILE, OpenVinoEntry
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +61,20 @@ class OpenVinoInt8WeightsConfig(MethodConfig):
 
 
 def _check(config: MethodConfig, ctx: MethodContext) -> Optional[str]:
-    reason = missing_openvino()
-    if reason is None and config.name != "openvino":
+    """nncf for the compressing variants (openvino itself: the runtime's check, run first by register_export)."""
+    if config.name != "openvino":
         try:
             import nncf  # noqa: F401
         except ImportError:
             return f"nncf is not installed; {INSTALL_HINT}"
-    return reason
+    return None
 
 
 def convert(wrapped: torch.nn.Module, ctx: MethodContext) -> Any:
     """An ov.Model of ``wrapped``: named task inputs, dynamic batch (and token sequence) dimensions."""
     import openvino as ov
 
-    example = _example_inputs(ctx)
+    example = example_inputs(ctx, ctx.bundle.module, 1, "an OpenVINO export")[0]
     try:
         model = ov.convert_model(wrapped, example_input=example)
     except Exception as exc:  # noqa: BLE001 - the converter raises many types; one clear line
@@ -91,17 +94,6 @@ def convert(wrapped: torch.nn.Module, ctx: MethodContext) -> Any:
     return model
 
 
-def _example_inputs(ctx: MethodContext) -> dict[str, torch.Tensor]:
-    if ctx.calibration is None:
-        raise SqueezebenchError("an OpenVINO export needs example inputs from the task data")
-    sample = ctx.calibration(1)
-    if not sample:
-        raise SqueezebenchError("the task data gave no example input for the OpenVINO export; raise --limit")
-    names = ctx.task.input_names or tuple(sample[0])
-    dtype = module_dtype(ctx.bundle.module)
-    return {n: sample[0][n].to(dtype) if sample[0][n].is_floating_point() else sample[0][n] for n in names}
-
-
 def _save(model: Any, directory: Path, compress_to_fp16: bool = False) -> list[Path]:
     import openvino as ov
 
@@ -109,32 +101,30 @@ def _save(model: Any, directory: Path, compress_to_fp16: bool = False) -> list[P
     return [directory / BIN_FILE]
 
 
-def _manifest(model: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def _entry(model: Any, extra: dict[str, Any], precision: Optional[str] = None) -> OpenVinoEntry:
     import openvino as ov
 
     shapes = {i.get_any_name(): str(i.get_partial_shape()) for i in model.inputs}
-    return {"openvino_xml": XML_FILE, "openvino_version": ov.get_version(), "export": {
-        "converter": "openvino.convert_model (PyTorch frontend, no ONNX)", "input_shapes": shapes, **extra}}
+    export = {"converter": "openvino.convert_model (PyTorch frontend, no ONNX)", "input_shapes": shapes, **extra}
+    return OpenVinoEntry(openvino_xml=XML_FILE, openvino_version=ov.get_version(),
+                         openvino_inference_precision=precision, export=export)
 
 
 @register_export(OpenVinoConfig, "OpenVINO IR (converted from PyTorch), run by the OpenVINO CPU plugin",
-                 check=_check, devices=("cpu",))
+                 runtime="openvino", check=_check, devices=("cpu",))
 def export_openvino(wrapped, config: OpenVinoConfig, ctx: MethodContext, directory: Path) -> ExportResult:
     graphs = export_graphs_of(ctx.task, ctx.bundle)
     if graphs is not None:
-        result = export_openvino_graphs(graphs, ctx, Path(directory), None, config.precision == "fp16",
-                                        {"precision": config.precision})
         # f32 compute: the plugin's default is bf16 on CPUs that have it, which changes greedy tokens
-        result.manifest_extra["openvino_inference_precision"] = "f32"
-        return result
+        return export_openvino_graphs(graphs, ctx, Path(directory), None, config.precision == "fp16",
+                                      {"precision": config.precision}, precision="f32")
     model = convert(wrapped, ctx)
     files = _save(model, directory, compress_to_fp16=config.precision == "fp16")
     ctx.facts.update(in_memory_compressed=False, in_memory_format=(
         "fp32" if config.precision == "fp32" else
         "fp16 weights in the IR, f32 compute; whether the CPU plugin keeps them as fp16 in RAM is not verified"))
     # f32 compute, as the variant's name says: the CPU plugin's default is bf16 on CPUs that have bf16 instructions
-    return ExportResult("openvino", files, dict(_manifest(model, {"precision": config.precision}),
-                                                openvino_inference_precision="f32"))
+    return ExportResult("openvino", files, _entry(model, {"precision": config.precision}, precision="f32"))
 
 
 def _is_transformer(module: torch.nn.Module) -> bool:
@@ -142,7 +132,7 @@ def _is_transformer(module: torch.nn.Module) -> bool:
 
 
 @register_export(OpenVinoInt8Config, "OpenVINO IR + NNCF post-training int8 quantization (weights and activations)",
-                 check=_check, devices=("cpu",), needs_calibration=True)
+                 runtime="openvino", check=_check, devices=("cpu",), needs_calibration=True)
 def export_openvino_int8(wrapped, config: OpenVinoInt8Config, ctx: MethodContext, directory: Path) -> ExportResult:
     import nncf
 
@@ -177,13 +167,13 @@ def export_openvino_int8(wrapped, config: OpenVinoInt8Config, ctx: MethodContext
     ctx.facts.update(in_memory_compressed=True, in_memory_format=(
         "int8 weights + int8 activations (NNCF FakeQuantize, executed by int8 kernels)"),
         calibration_samples=len(calibration))
-    return ExportResult("openvino", files, _manifest(quantized, {
+    return ExportResult("openvino", files, _entry(quantized, {
         "quantization": "nncf.quantize", "nncf_version": nncf.__version__, "calibration_samples": len(calibration),
         "model_type": "transformer" if transformer else "default", "preset": config.preset}))
 
 
 @register_export(OpenVinoInt8WeightsConfig, "OpenVINO IR + NNCF weight-only int8 compression (no calibration)",
-                 check=_check, devices=("cpu",))
+                 runtime="openvino", check=_check, devices=("cpu",))
 def export_openvino_int8_weights(wrapped, config: OpenVinoInt8WeightsConfig, ctx: MethodContext,
                                  directory: Path) -> ExportResult:
     import nncf
@@ -207,7 +197,7 @@ def export_openvino_int8_weights(wrapped, config: OpenVinoInt8WeightsConfig, ctx
         f"{config.mode} per-channel weights, decompressed inside f32 kernels; activations f32"))
     if graphs is not None:
         return result
-    return ExportResult("openvino", files, _manifest(compressed, {
+    return ExportResult("openvino", files, _entry(compressed, {
         "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode}))
 
 
@@ -253,7 +243,8 @@ def _compare_ov_graph(model: Any, spec: GraphSpec, inputs: list[dict[str, torch.
 
 
 def export_openvino_graphs(graphs: ExportGraphs, ctx: MethodContext, directory: Path, compress, fp16: bool,
-                           extra: dict[str, Any], calibration_samples: int = 2) -> ExportResult:
+                           extra: dict[str, Any], calibration_samples: int = 2,
+                           precision: Optional[str] = None) -> ExportResult:
     """One ``NAME.xml`` + ``NAME.bin`` per graph, checked against PyTorch (fp32: max abs diff; compressed:
     cosine of the first output); ``compress(model, examples, module)`` quantises a graph when given."""
     if ctx.calibration is None:
@@ -289,13 +280,13 @@ def export_openvino_graphs(graphs: ExportGraphs, ctx: MethodContext, directory: 
     first = next(iter(graphs.graphs))
     import openvino as ov
 
-    return ExportResult("openvino", files, {
-        "openvino_xml": f"{first}.xml", "openvino_version": ov.get_version(), "entry_graph": first,
-        "generation": graphs.generation,
-        "graphs": {n: {"file": f"{n}.xml", "inputs": list(s.input_names), "outputs": list(s.output_names)}
-                   for n, s in graphs.graphs.items()},
-        "export": {"converter": "openvino.convert_model (PyTorch frontend, no ONNX)", "check_vs_pytorch": checks,
-                   "calibration_samples": len(samples), **extra}})
+    return ExportResult("openvino", files, OpenVinoEntry(
+        openvino_xml=f"{first}.xml", openvino_version=ov.get_version(), entry_graph=first,
+        generation=graphs.generation, openvino_inference_precision=precision,
+        graphs={n: GraphFile(file=f"{n}.xml", inputs=list(s.input_names), outputs=list(s.output_names))
+                for n, s in graphs.graphs.items()},
+        export={"converter": "openvino.convert_model (PyTorch frontend, no ONNX)", "check_vs_pytorch": checks,
+                "calibration_samples": len(samples), **extra}))
 
 
 @dataclass(frozen=True)
@@ -313,7 +304,7 @@ class OpenVinoInt4Config(MethodConfig):
 
 
 @register_export(OpenVinoInt4Config, "OpenVINO IR + NNCF weight-only int4 compression (groups of 32, no calibration)",
-                 check=_check, devices=("cpu",))
+                 runtime="openvino", check=_check, devices=("cpu",))
 def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext, directory: Path) -> ExportResult:
     import nncf
 
@@ -327,6 +318,6 @@ def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext
     ctx.facts.update(in_memory_compressed=True, in_memory_format=(
         f"{config.mode} weights in groups of {config.group_size} ({config.ratio:.0%} of layers; the rest int8_asym), "
         "decompressed inside the CPU plugin's kernels; activations float"))
-    return ExportResult("openvino", files, _manifest(compressed, {
+    return ExportResult("openvino", files, _entry(compressed, {
         "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode,
         "group_size": config.group_size, "ratio": config.ratio}))

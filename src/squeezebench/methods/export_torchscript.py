@@ -4,6 +4,8 @@ Tracing records the operations run on one example input; Python control flow tha
 is frozen to that example's branch. The tracer's warnings about such spots are kept in the manifest, and
 the quality/agreement columns show whether the trace generalised to the evaluation inputs.
 TorchScript is deprecated in PyTorch 2.x; it still runs in torch 2.13.
+
+Pair: loaded by the ``torchscript`` runtime (runtimes/torchscript.py), told what it needs by a TorchScriptEntry.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import ExportResult, MethodConfig, MethodContext, register_export
+from squeezebench.methods.lib.exports import example_inputs
 from squeezebench.runtimes.pytorch import module_dtype
-from squeezebench.runtimes.torchscript import TORCHSCRIPT_FILE
+from squeezebench.runtimes.torchscript import TORCHSCRIPT_FILE, TorchScriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +59,10 @@ def trace(wrapped: torch.nn.Module, example: dict[str, torch.Tensor], optimize: 
 
 
 @register_export(TorchScriptConfig, "TorchScript trace (torch.jit.trace), run by the PyTorch JIT; deprecated in torch 2.x",
-                 devices=("cpu", "cuda"))
+                 runtime="torchscript", devices=("cpu", "cuda"))
 def export_torchscript(wrapped, config: TorchScriptConfig, ctx: MethodContext, directory: Path) -> ExportResult:
-    if ctx.calibration is None or not (sample := ctx.calibration(1)):
-        raise SqueezebenchError("a TorchScript export needs an example input from the task data; raise --limit")
-    names = ctx.task.input_names or tuple(sample[0])
-    example = {n: sample[0][n] for n in names}
+    example = example_inputs(ctx, wrapped, 1, "a TorchScript export")[0]
     dtype = module_dtype(wrapped)
-    example = {k: v.to(dtype) if v.is_floating_point() else v for k, v in example.items()}
     path = directory / TORCHSCRIPT_FILE
     traced, tracer_warnings, deprecation = trace(wrapped, example, config.optimize, path)
     # a trace records tensor.to(device=...) with the example's device as a constant (transformers' mask code does
@@ -74,10 +73,10 @@ def export_torchscript(wrapped, config: TorchScriptConfig, ctx: MethodContext, d
                     len(tracer_warnings))
     if not ctx.facts:  # earlier links (e.g. int8-dynamic) state their own facts
         ctx.facts.update(in_memory_compressed=dtype != torch.float32, in_memory_format=str(dtype).removeprefix("torch."))
-    return ExportResult("torchscript", [path], {
-        "torchscript_file": TORCHSCRIPT_FILE, "module_dtype": str(dtype),
-        "traced_on": str(next(wrapped.parameters()).device), "cpu_device_constants": pinned,
-        "export": {"tracer": "torch.jit.trace(strict=False)", "optimize": config.optimize, "torch": torch.__version__,
+    return ExportResult("torchscript", [path], TorchScriptEntry(
+        torchscript_file=TORCHSCRIPT_FILE, module_dtype=str(dtype),
+        traced_on=str(next(wrapped.parameters()).device), cpu_device_constants=pinned,
+        export={"tracer": "torch.jit.trace(strict=False)", "optimize": config.optimize, "torch": torch.__version__,
                    "example_shapes": {k: list(v.shape) for k, v in example.items()},
                    "tracer_warnings": tracer_warnings[:20], "deprecation_warnings": deprecation[:5],
-                   "file_contents": "TorchScript archive: code + tensors (not a weights-only file)"}})
+                   "file_contents": "TorchScript archive: code + tensors (not a weights-only file)"}))

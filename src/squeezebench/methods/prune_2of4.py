@@ -12,8 +12,8 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import MethodConfig, MethodContext, register_method
-from squeezebench.methods.bitpack import pack_codes, unpack_codes
-from squeezebench.methods.compact import attach_compact, compact_layout, empty_buffers, weight_modules
+from squeezebench.methods.lib.bitpack import pack_codes, unpack_codes
+from squeezebench.methods.lib.compact import attach_compact, compact_layout, empty_buffers, weight_modules
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from torch import nn
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import (FRACTION, NON_NEGATIVE, MethodConfig, MethodContext, Range, register_method,
                                        stack_inputs, wrap_module)
-from squeezebench.methods.cnn_chains import cnn_chains, is_depthwise
+from squeezebench.methods.lib.cnn_chains import cnn_chains, is_depthwise
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,6 @@ class StructuredConfig(MethodConfig):
     bounds: ClassVar[dict[str, Range]] = {"ratio": FRACTION, "bn_samples": NON_NEGATIVE}
     ratio: float = 0.3
     bn_samples: int = 256  # CNNs: calibration inputs that re-estimate batch-norm statistics after pruning; 0 = off
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"ratio must be in [0, 1), got {self.ratio}")
-        if self.bn_samples < 0:
-            raise ValueError(f"bn_samples must be >= 0, got {self.bn_samples}")
 
 
 def _kept(n: int, ratio: float) -> int:

@@ -12,8 +12,8 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import FRACTION, MethodConfig, MethodContext, Range, register_method
-from squeezebench.methods.bitpack import pack_bits, unpack_bits
-from squeezebench.methods.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
+from squeezebench.methods.lib.bitpack import pack_bits, unpack_bits
+from squeezebench.methods.lib.compact import PRUNABLE, attach_compact, compact_layout, restore_compact, weight_modules
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,6 @@ class UnstructuredConfig(MethodConfig):
     sparsity: float = 0.5
     scope: Literal["global", "layer"] = "global"
     csr_matmul: Literal["auto", "on", "off"] = "auto"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
 
 
 def _decode_bitmask(m: nn.Module) -> torch.Tensor:

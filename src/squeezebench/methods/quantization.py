@@ -27,7 +27,7 @@ from torch import nn
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, calibration_count, MethodConfig, MethodContext, register_method
-from squeezebench.methods.packed_linear import QuantizedEmbedding
+from squeezebench.methods.lib.packed_linear import QuantizedEmbedding
 from squeezebench.methods.weight_only import has_linear, input_embedding
 
 log = logging.getLogger(__name__)

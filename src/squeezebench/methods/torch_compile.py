@@ -1,9 +1,10 @@
 """torch-compile: the plain PyTorch weights, measured with ``torch.compile`` applied at load.
 
-This is not an export: the artifact is the same state dict (plus config) the PyTorch runtime loads,
-so its size is the size of the weights it was given (``int8-dynamic+torch-compile`` saves the int8
-weights). The manifest's ``compile`` entry holds this config's parameters; the ``torch-compile`` runtime
-(runtimes/torch_compile.py) reads them, rebuilds the model like the PyTorch runtime and compiles it.
+This is not an export but a runtime choice (``register_runtime_choice``): the artifact is the same state dict
+(plus config) the PyTorch runtime loads, so its size is the size of the weights it was given
+(``int8-dynamic+torch-compile`` saves the int8 weights). Pair: the ``torch-compile`` runtime
+(runtimes/torch_compile.py) reads the TorchCompileEntry written here (this config's parameters), rebuilds the
+model like the PyTorch runtime and compiles it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
-from squeezebench.methods.base import METHODS, ExportResult, Method, MethodConfig, MethodContext
-from squeezebench.runtimes.base import RESTORES, StructureRestore, read_manifest
+from squeezebench.methods.base import ExportResult, MethodConfig, MethodContext, register_runtime_choice
+from squeezebench.runtimes.base import read_manifest
 from squeezebench.runtimes.pytorch import module_dtype, save_pytorch_artifact
+from squeezebench.runtimes.torch_compile import CompileSettings, TorchCompileEntry
 
 CXX_COMPILERS = ("g++", "c++", "clang++")
 
@@ -47,23 +49,15 @@ def _check(config: TorchCompileConfig, ctx: MethodContext) -> Optional[str]:
     return None
 
 
+@register_runtime_choice(TorchCompileConfig, "PyTorch weights run through torch.compile (compile time recorded "
+                         "apart from steady-state latency)", runtime="torch-compile", check=_check)
 def export_torch_compile(wrapped, config: TorchCompileConfig, ctx: MethodContext, directory: Path) -> ExportResult:
     """Save the (possibly already transformed) PyTorch weights exactly as the PyTorch runtime saves them."""
     bundle = ctx.bundle
     # save_pytorch_artifact writes weights, config, preprocessing and a provisional manifest; the worker
-    # then rewrites the manifest with the full chain, runtime "torch-compile" and the entries below
+    # then rewrites the manifest with the full chain, runtime "torch-compile" and the entry below
     weight_files = save_pytorch_artifact(bundle, ctx.task, [], directory, {})
     state_format = read_manifest(directory)["state_format"]
-    return ExportResult("torch-compile", weight_files, {
-        "state_format": state_format, "module_dtype": str(module_dtype(bundle.module)), "compile": config.params()})
-
-
-def _restore_identity(module, config=None, facts=None):
-    return module  # torch.compile changes nothing that is saved
-
-
-METHODS.register(TorchCompileConfig.name, Method(
-    TorchCompileConfig.name, TorchCompileConfig,
-    "PyTorch weights run through torch.compile (compile time recorded apart from steady-state latency)",
-    export=export_torch_compile, restore=_restore_identity, check=_check, devices=("cpu", "cuda")))
-RESTORES.register(TorchCompileConfig.name, StructureRestore(TorchCompileConfig, _restore_identity))
+    return ExportResult("torch-compile", weight_files, TorchCompileEntry(
+        state_format=state_format, module_dtype=str(module_dtype(bundle.module)),
+        compile=CompileSettings(**config.params())))

@@ -20,7 +20,7 @@ from typing import Callable, ClassVar, Optional
 from torch import nn
 
 from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, FRACTION, Range, MethodConfig, MethodContext, register_method
-from squeezebench.methods.packed_linear import QuantizedEmbedding, WeightOnlyLinear
+from squeezebench.methods.lib.packed_linear import QuantizedEmbedding, WeightOnlyLinear
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 from squeezebench.errors import SqueezebenchError
 from squeezebench.measures import Row
 from squeezebench.measures.base import ok
-from squeezebench.report.merge import write_atomic
+from squeezebench.atomic import atomic_write_text
 from squeezebench.report.pareto import front
 from squeezebench.report.table import _columns, collect, headers, imported, json_rows, protocol_notes, row_cells
 
@@ -230,7 +230,7 @@ def write_report(directories: list[Path], output: Path) -> Path:
     names = ", ".join(str(d) for d in directories)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(output, render_report(rows, f"squeezebench report: {names}"))
+    atomic_write_text(output, render_report(rows, f"squeezebench report: {names}"))
     return output
 
 

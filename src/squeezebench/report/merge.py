@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import quote, unquote
 
-from squeezebench.atomic import atomic_write_text
 from squeezebench.errors import SqueezebenchError
 from squeezebench.measures import Row
 from squeezebench.report.table import (BEGIN, END, LANGS, _columns, group_notes, headers, imported, protocol_notes,
@@ -183,11 +182,6 @@ def replace_block(content: str, text: str, block: str = "") -> Optional[str]:
 def diff(path: Path, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                         fromfile=f"a/{path}", tofile=f"b/{path}"))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` next to ``path`` and rename it over ``path`` (readers never see half a file)."""
-    atomic_write_text(path, text)
 
 
 def read_text(path: Path) -> str:

@@ -243,11 +243,12 @@ def table(directories: list[Path], fmt: str = "markdown", lang: str = "en", extr
 
 def update_readme(path: Path, text: str, block: str = "") -> None:
     """Replace the block between ``<!-- squeezebench:table[ NAME] -->`` and its end marker in ``path`` (atomically)."""
-    from squeezebench.report.merge import read_text, replace_block, write_atomic
+    from squeezebench.atomic import atomic_write_text
+    from squeezebench.report.merge import read_text, replace_block
 
     new = replace_block(read_text(path), text, block)
     if new is None:
         begin = BEGIN if not block else BEGIN.replace(" -->", f" {block} -->")
         end = END if not block else END.replace(" -->", f" {block} -->")
         raise SqueezebenchError(f"{path} has no {begin} ... {end} block; add the two markers where the table goes")
-    write_atomic(path, new)
+    atomic_write_text(path, new)

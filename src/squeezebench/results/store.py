@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from pydantic import ValidationError
 
+from squeezebench.atomic import atomic_write_json
 from squeezebench.errors import SqueezebenchError
 from squeezebench.results.schema import Record, RunDoc
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:

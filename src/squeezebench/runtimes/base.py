@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
+from squeezebench.atomic import atomic_write_text
 from squeezebench.errors import SqueezebenchError
 from squeezebench.registry import Registry
 
@@ -36,15 +38,44 @@ class Executable:
             return self.to_tensor(self.run_prepared(self.prepare(inputs)))
 
 
+class ManifestEntry(BaseModel):
+    """The manifest keys an export writes for the runtime that loads it: one subclass per export/runtime pair,
+    defined in the runtime's module (methods import runtimes, never the other way), written by the export
+    (``ExportResult.entry``) and read back typed by the runtime (``Entry.read(manifest)``).
+
+    The keys stay at the manifest's top level, so artifacts written before the entries were typed load as before;
+    None fields are left out of the file."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+    @classmethod
+    def read(cls, manifest: dict[str, Any]):
+        return cls.model_validate(manifest)
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """name; load(directory, manifest, task, device, threads) -> (bundle, Executable); check(device) -> reason."""
+    """name; load(directory, manifest, task, device, threads) -> (bundle, Executable); check(device) -> reason
+    beyond ``devices`` (the device kinds it can run on at all); entry: the ManifestEntry its export writes (None:
+    the runtime reads only the common keys, e.g. PyTorch)."""
 
     name: str
     summary: str
     load: Callable[..., tuple[Any, Executable]]
     check: Optional[Callable[[str], Optional[str]]] = None
     devices: tuple[str, ...] = ("cpu",)
+    entry: Optional[type[ManifestEntry]] = None
+
+    def unavailable(self, device: str) -> Optional[str]:
+        """Why this runtime cannot run on ``device`` here (a device kind it does not support, a missing package, no
+        GPU), or None: what loading an artifact and every export to this runtime check first."""
+        reason = self.check(device) if self.check is not None else None  # its own words first (e.g. "CPU only")
+        if reason is None and device.split(":")[0] not in self.devices:
+            reason = f"runtime {self.name} runs on {', '.join(self.devices)} only"
+        return reason
 
 
 RUNTIMES: Registry[Runtime] = Registry("runtime")
@@ -67,6 +98,13 @@ def register_runtime(runtime: Runtime) -> Runtime:
     return RUNTIMES.register(runtime.name, runtime)
 
 
+def torch_device_problem(device: str) -> Optional[str]:
+    """The device check of runtimes that run torch code (PyTorch, TorchScript, torch.compile)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "no CUDA device visible to PyTorch"
+    return None
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
     if not path.is_file():
@@ -79,12 +117,19 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     manifest = dict(manifest, format="squeezebench-artifact", format_version=ARTIFACT_FORMAT_VERSION)
-    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def write_export_manifest(bundle, task, chain: list, directory: Path, runtime: str, weight_files: list[Path],
-                          extra: dict[str, Any]) -> None:
-    """Manifest and preprocessing files (tokenizer, image settings) beside an exported model."""
+                          extra: dict[str, Any], entry: Optional[ManifestEntry] = None) -> None:
+    """Manifest and preprocessing files (tokenizer, image settings) beside an exported model: the common keys,
+    ``extra`` (parameters, notes, facts) and the runtime's typed ``entry`` (checked to be the one it reads)."""
+    expected = RUNTIMES.get(runtime).entry
+    if expected is not None and not isinstance(entry, expected):
+        raise TypeError(f"an export to runtime {runtime} must give a {expected.__name__} manifest entry, "
+                        f"got {type(entry).__name__}")
+    if entry is not None:
+        extra = {**extra, **entry.dump()}
     task.save_preprocessing(bundle, Path(directory) / "preprocessing")
     write_manifest(directory, {
         "runtime": runtime, "source": bundle.source, "task": task.name,
@@ -107,8 +152,7 @@ def load_artifact(directory: Path, task: Any, device: str, threads: Optional[int
     """Load a saved variant with the runtime its manifest names."""
     manifest = read_manifest(directory)
     runtime = RUNTIMES.get(manifest["runtime"])
-    if runtime.check is not None:
-        reason = runtime.check(device)
-        if reason:
-            raise SqueezebenchError(reason)
+    reason = runtime.unavailable(device)
+    if reason:
+        raise SqueezebenchError(reason)
     return runtime.load(Path(directory), manifest, task, device, threads)

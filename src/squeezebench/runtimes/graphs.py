@@ -2,7 +2,8 @@
 ``generate_greedy`` runs the encoder once then greedy decoding on the decoder graphs, as the artifact's
 generation plan (models/seq2seq_graphs.py, written into the manifest by the export) says.
 
-The ONNX Runtime and OpenVINO executables subclass :class:`GraphsExecutable` and only say how to run one graph.
+The ONNX Runtime and OpenVINO executables subclass :class:`GraphsExecutable` and only say how to run one graph;
+their manifest entries extend :class:`GraphsEntry`.
 """
 
 from __future__ import annotations
@@ -15,22 +16,42 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.models.seq2seq_graphs import LANGUAGE_TO_DETECT, kv_names
-from squeezebench.runtimes.base import Executable
+from pydantic import BaseModel, ConfigDict
+
+from squeezebench.runtimes.base import Executable, ManifestEntry
 
 
-def is_multi_graph(manifest: dict[str, Any]) -> bool:
-    return bool(manifest.get("graphs"))
+class GraphFile(BaseModel):
+    """One exported graph: its file in the artifact and its input/output names, in call order."""
+
+    model_config = ConfigDict(frozen=True)
+    file: str
+    inputs: list[str]
+    outputs: list[str]
+
+
+class GraphsEntry(ManifestEntry):
+    """The manifest keys of an artifact of several graphs (all None for a single-graph one): the graphs, the one
+    latency times (entry_graph) and the generation plan (models/seq2seq_graphs.py) that drives them."""
+
+    entry_graph: Optional[str] = None
+    generation: Optional[dict[str, Any]] = None
+    graphs: Optional[dict[str, GraphFile]] = None
+
+    @property
+    def multi_graph(self) -> bool:
+        return bool(self.graphs)
 
 
 class GraphsExecutable(Executable):
     """Subclasses implement ``run_graph(name, feeds) -> {output name: array}``; feeds are numpy arrays."""
 
-    def __init__(self, manifest: dict[str, Any], info: dict[str, Any]):
-        self.graphs: dict[str, dict[str, Any]] = manifest["graphs"]
-        self.entry = manifest.get("entry_graph") or next(iter(self.graphs))
-        self.plan: Optional[dict[str, Any]] = manifest.get("generation")
+    def __init__(self, entry: GraphsEntry, info: dict[str, Any]):
+        self.graphs: dict[str, GraphFile] = dict(entry.graphs or {})
+        self.entry = entry.entry_graph or next(iter(self.graphs))
+        self.plan: Optional[dict[str, Any]] = entry.generation
         self.info = info
-        info["graphs"] = {name: g["file"] for name, g in self.graphs.items()}
+        info["graphs"] = {name: g.file for name, g in self.graphs.items()}
         info["timed_call"] = f"the {self.entry} graph"
         if self.plan:
             info["decoding"] = self.plan["decoding"]
@@ -41,7 +62,7 @@ class GraphsExecutable(Executable):
         raise NotImplementedError
 
     def prepare(self, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        names = self.graphs[self.entry]["inputs"]
+        names = self.graphs[self.entry].inputs
         missing = [n for n in names if n not in inputs]
         if missing:
             raise SqueezebenchError(f"the {self.entry} graph needs inputs {missing}, which this task does not "
@@ -52,7 +73,7 @@ class GraphsExecutable(Executable):
         return self.run_graph(self.entry, prepared)
 
     def to_tensor(self, output: dict[str, np.ndarray]) -> torch.Tensor:
-        first = self.graphs[self.entry]["outputs"][0]
+        first = self.graphs[self.entry].outputs[0]
         return torch.from_numpy(np.array(output[first], dtype=np.float32, copy=True))
 
     def generate_greedy(self, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:

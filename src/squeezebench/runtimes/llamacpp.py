@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
+from squeezebench.runtimes.base import Executable, ManifestEntry, Runtime, bundle_for_runtime, register_runtime
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,14 @@ GGUF_FILE = "model.gguf"
 INSTALL_HINT = "pip install 'squeezebench[llamacpp]' (compiles llama.cpp from source: ~10-15 min on 2 cores)"
 MAX_CTX = 2048  # KV cache length (SmolLM2: 47 MB at f16); longer inputs raise a clear error
 N_BATCH = 512
+
+
+class LlamaCppEntry(ManifestEntry):
+    """What the gguf export (methods/export_gguf.py, this runtime's pair) tells it: the GGUF file, and how it was
+    written and quantised (gguf: quant, tensor types, weight bytes per token, checks against PyTorch)."""
+
+    gguf_file: str = GGUF_FILE
+    gguf: dict[str, Any] = {}
 _LOG_CALLBACK: Any = None  # kept alive: llama.cpp calls it from C
 
 
@@ -185,12 +193,13 @@ class LlamaCppExecutable(Executable):
 def load_llamacpp(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
     import llama_cpp
 
-    path = Path(directory) / manifest.get("gguf_file", GGUF_FILE)
+    entry = LlamaCppEntry.read(manifest)
+    path = Path(directory) / entry.gguf_file
     if not path.is_file():
         raise SqueezebenchError(f"artifact {directory} has no GGUF file {path.name}; rebuild it with `squeezebench run`")
     n_threads = int(threads or torch.get_num_threads())
     model = open_model(path, n_threads)
-    gguf = manifest.get("gguf", {})
+    gguf = entry.gguf
     info = {"name": "llamacpp", "version": llama_cpp.__version__, "device": "cpu", "threads": n_threads,
             "threads_from": "--threads" if threads else "torch.get_num_threads()", "n_ctx": model.n_ctx,
             "n_batch": N_BATCH, "quant": gguf.get("quant"), "tensor_types": gguf.get("tensor_types"),
@@ -207,4 +216,4 @@ def _check_device(device: str) -> Optional[str]:
 
 
 register_runtime(Runtime("llamacpp", "llama.cpp via llama-cpp-python (GGUF, CPU low-bit kernels)", load_llamacpp,
-                         _check_device, ("cpu",)))
+                         _check_device, ("cpu",), LlamaCppEntry))

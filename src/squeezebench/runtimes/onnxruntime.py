@@ -1,7 +1,9 @@
 """ONNX Runtime: runs an artifact's ``model.onnx`` with an InferenceSession (CPU, or CUDA when available).
 
 Artifacts come from the ONNX export methods (``onnx``, ``onnx-int8-dynamic``, ``onnx-int8-static``) or from a
-model given as an ONNX file (``--model onnx:PATH``, copied as is by :func:`build_onnx_input`).
+model given as an ONNX file (``--model onnx:PATH``, copied as is by :func:`import_onnx_model`).
+
+Pair: the ONNX exports (methods/export_onnx.py) and :func:`import_onnx_model` fill :class:`OnnxRuntimeEntry`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from squeezebench.cpu import ort_int8_kernel
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
-from squeezebench.runtimes.graphs import GraphsExecutable, is_multi_graph
+from squeezebench.runtimes.graphs import GraphsEntry, GraphsExecutable
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,18 @@ POOLING_NOTE = ("the graph outputs token embeddings; squeezebench mean-pools the
                 "L2-normalises (as tasks/sentence_embedding.py), inside the timed call")
 # ops that compute with 8-bit integers in ONNX Runtime (after its graph optimisations)
 INT8_OP_PREFIXES = ("QLinear", "DynamicQuantize", "MatMulInteger", "ConvInteger", "QGemm", "QAttention", "QEmbed")
+
+
+class OnnxRuntimeEntry(GraphsEntry):
+    """What an ONNX export tells this runtime: the graph file (the entry graph's, for several), the session's
+    optimisation level; and what it records for the reader: how it exported (onnx_export), quantised
+    (quantization) and what ONNX Runtime's optimised graph holds (ort_optimized_graph; per graph for several)."""
+
+    onnx_file: str = MODEL_FILE
+    ort_graph_optimization_level: str = DEFAULT_OPT_LEVEL
+    ort_optimized_graph: Optional[dict[str, Any]] = None
+    onnx_export: Optional[dict[str, Any]] = None
+    quantization: Optional[dict[str, Any]] = None
 
 
 def require_ort():
@@ -154,37 +168,36 @@ class OrtExecutable(Executable):
 class OrtGraphsExecutable(GraphsExecutable):
     """One InferenceSession per graph (encoder, decoder, ...); feeds cast to the types each graph declares."""
 
-    def __init__(self, sessions: dict[str, Any], manifest: dict[str, Any], info: dict[str, Any]):
+    def __init__(self, sessions: dict[str, Any], entry: OnnxRuntimeEntry, info: dict[str, Any]):
         self.sessions = sessions
         self.types = {n: {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in s.get_inputs()}
                       for n, s in sessions.items()}
-        super().__init__(manifest, info)
+        super().__init__(entry, info)
 
     def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         types = self.types[name]
         out = self.sessions[name].run(None, {k: np.asarray(feeds[k]).astype(t, copy=False) for k, t in types.items()})
-        return dict(zip(self.graphs[name]["outputs"], out))
+        return dict(zip(self.graphs[name].outputs, out))
 
 
-def _load_graphs(directory: Path, manifest: dict[str, Any], device: str, n_threads: int, opt_level: str,
+def _load_graphs(directory: Path, entry: OnnxRuntimeEntry, device: str, n_threads: int, opt_level: str,
                  info: dict[str, Any]) -> OrtGraphsExecutable:
-    sessions = {name: open_session(directory / g["file"], n_threads, device, opt_level)
-                for name, g in manifest["graphs"].items()}
+    sessions = {name: open_session(directory / g.file, n_threads, device, opt_level)
+                for name, g in (entry.graphs or {}).items()}
     first = next(iter(sessions.values()))
     info.update(providers=first.get_providers(),
                 graph_inputs={n: [i.name for i in s.get_inputs()] for n, s in sessions.items()})
     if device.startswith("cuda"):
         info["timed_call"] = "numpy inputs copied to the GPU and outputs back at every graph call"
-    return OrtGraphsExecutable(sessions, manifest, info)
+    return OrtGraphsExecutable(sessions, entry, info)
 
 
-def int8_kernel_of(manifest: dict[str, Any]) -> dict[str, str]:
+def int8_kernel_of(entry: OnnxRuntimeEntry) -> dict[str, str]:
     """{"int8_kernel": ...}: the integer path this CPU takes for the artifact's quantised graphs, or {} for a float
     artifact. Recorded with every measurement because int8 speed and fidelity depend on it."""
-    quantization = manifest.get("quantization")
-    if not quantization:
+    if not entry.quantization:
         return {}
-    settings = next(iter(quantization.values())) if is_multi_graph(manifest) else quantization
+    settings = next(iter(entry.quantization.values())) if entry.multi_graph else entry.quantization
     return {"int8_kernel": ort_int8_kernel(settings)}
 
 
@@ -192,15 +205,16 @@ def load_onnxruntime(directory: Path, manifest: dict[str, Any], task, device: st
     import onnxruntime as ort
 
     bundle = bundle_for_runtime(directory, manifest, task)
-    opt_level = manifest.get("ort_graph_optimization_level", DEFAULT_OPT_LEVEL)
+    entry = OnnxRuntimeEntry.read(manifest)
+    opt_level = entry.ort_graph_optimization_level
     n_threads = int(threads or torch.get_num_threads())
-    kernel = int8_kernel_of(manifest) if device == "cpu" else {}
-    if is_multi_graph(manifest):
+    kernel = int8_kernel_of(entry) if device == "cpu" else {}
+    if entry.multi_graph:
         info = {"name": "onnxruntime", "version": ort.__version__, "device": device, "threads": n_threads,
                 "threads_from": "--threads" if threads else "torch.get_num_threads()",
                 "graph_optimization_level": opt_level, "execution_mode": "sequential", **kernel}
-        return bundle, _load_graphs(Path(directory), manifest, device, n_threads, opt_level, info)
-    session = open_session(directory / manifest.get("onnx_file", MODEL_FILE), n_threads, device, opt_level)
+        return bundle, _load_graphs(Path(directory), entry, device, n_threads, opt_level, info)
+    session = open_session(directory / entry.onnx_file, n_threads, device, opt_level)
     out = session.get_outputs()[0]
     pool = task.output_kind == "embedding" and len(out.shape or []) == 3
     info = {"name": "onnxruntime", "version": ort.__version__, "device": device,
@@ -219,7 +233,7 @@ def load_onnxruntime(directory: Path, manifest: dict[str, Any], task, device: st
 
 
 register_runtime(Runtime("onnxruntime", "ONNX Runtime InferenceSession (CPU; CUDA with onnxruntime-gpu)",
-                         load_onnxruntime, check_device, ("cpu", "cuda")))
+                         load_onnxruntime, check_device, ("cpu", "cuda"), OnnxRuntimeEntry))
 
 
 # --- facts about an ONNX file ----------------------------------------------------------------------------
@@ -348,7 +362,8 @@ def import_onnx_model(source: dict[str, Any], task, chain: list, directory: Path
     if source.get("tokenizer"):
         notes.append(f"tokenizer from {source['tokenizer']}")
     extra = {"parameters": parameters, "parameters_counted_from": "ONNX initializers (float and 8-bit tensors; "
-             "quantisation scales and zero points excluded)", "notes": notes, "facts": facts,
-             "onnx_file": MODEL_FILE, "ort_graph_optimization_level": DEFAULT_OPT_LEVEL, "ort_optimized_graph": summary}
-    write_export_manifest(bundle, task, chain, directory, "onnxruntime", weight_files, extra)
+             "quantisation scales and zero points excluded)", "notes": notes, "facts": facts}
+    entry = OnnxRuntimeEntry(onnx_file=MODEL_FILE, ort_graph_optimization_level=DEFAULT_OPT_LEVEL,
+                             ort_optimized_graph=summary)
+    write_export_manifest(bundle, task, chain, directory, "onnxruntime", weight_files, extra, entry)
     return weight_files, extra

@@ -3,6 +3,8 @@
 The executable records what OpenVINO really compiled: version, device, threads, performance hint,
 inference precision, and how many compute layers (FullyConnected, Convolution, MatMul, ...) run with
 int8 activations, int8-stored weights or float ones, read from the compiled runtime graph.
+
+Pair: written by the OpenVINO exports (methods/export_openvino.py), which fill :class:`OpenVinoEntry`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
-from squeezebench.runtimes.graphs import GraphsExecutable, is_multi_graph
+from squeezebench.runtimes.graphs import GraphsEntry, GraphsExecutable
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,17 @@ XML_FILE = "model.xml"
 BIN_FILE = "model.bin"
 COMPUTE_LAYERS = ("FullyConnected", "Convolution", "GroupConvolution", "Deconvolution", "MatMul", "ScaledDotProductAttention")
 INSTALL_HINT = "pip install 'squeezebench[openvino]' (openvino and nncf)"
+
+
+class OpenVinoEntry(GraphsEntry):
+    """What an OpenVINO export tells this runtime: the IR's graph file (the entry graph's, for several) and the
+    inference precision to compile with (None: the CPU plugin's choice, bf16 where the CPU has it); export and
+    openvino_version record how it was converted and compressed."""
+
+    openvino_xml: str = XML_FILE
+    openvino_version: Optional[str] = None
+    openvino_inference_precision: Optional[str] = None
+    export: dict[str, Any] = {}
 
 
 def missing_openvino() -> Optional[str]:
@@ -84,17 +97,17 @@ class OpenVinoExecutable(Executable):
 class OpenVinoGraphsExecutable(GraphsExecutable):
     """One compiled model and InferRequest per graph (encoder, decoder, ...), created at load."""
 
-    def __init__(self, compiled: dict[str, Any], manifest: dict[str, Any], info: dict[str, Any]):
+    def __init__(self, compiled: dict[str, Any], entry: OpenVinoEntry, info: dict[str, Any]):
         self.requests = {n: c.create_infer_request() for n, c in compiled.items()}
         self.types = {n: {i.get_any_name(): i.get_element_type().to_dtype() for i in c.inputs}
                       for n, c in compiled.items()}
-        super().__init__(manifest, info)
+        super().__init__(entry, info)
 
     def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = self.requests[name]
         result = request.infer({k: np.asarray(feeds[k]).astype(t, copy=False) for k, t in self.types[name].items()})
         # results view the request's buffers, which the next call overwrites: copy them
-        return {n: np.array(result[i], copy=True) for i, n in enumerate(self.graphs[name]["outputs"])}
+        return {n: np.array(result[i], copy=True) for i, n in enumerate(self.graphs[name].outputs)}
 
 
 def load_openvino(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
@@ -104,18 +117,19 @@ def load_openvino(directory: Path, manifest: dict[str, Any], task, device: str, 
         raise SqueezebenchError(reason)
     import openvino as ov
 
-    xml = Path(directory) / manifest.get("openvino_xml", XML_FILE)
+    entry = OpenVinoEntry.read(manifest)
+    xml = Path(directory) / entry.openvino_xml
     if not xml.is_file():
         raise SqueezebenchError(f"artifact {directory} has no OpenVINO IR {xml.name}; rebuild it with `squeezebench run`")
     n_threads = int(threads or torch.get_num_threads())
     config = {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "LATENCY"}
-    if manifest.get("openvino_inference_precision"):  # e.g. f32: else the CPU plugin picks bf16 where it can
-        config["INFERENCE_PRECISION_HINT"] = manifest["openvino_inference_precision"]
+    if entry.openvino_inference_precision:  # e.g. f32: else the CPU plugin picks bf16 where it can
+        config["INFERENCE_PRECISION_HINT"] = entry.openvino_inference_precision
     core = ov.Core()
-    if is_multi_graph(manifest):
-        graphs = {n: core.compile_model(str(Path(directory) / g["file"]), "CPU", config=config)
-                  for n, g in manifest["graphs"].items()}
-        compiled = graphs[manifest.get("entry_graph") or next(iter(graphs))]
+    if entry.multi_graph:
+        graphs = {n: core.compile_model(str(Path(directory) / g.file), "CPU", config=config)
+                  for n, g in (entry.graphs or {}).items()}
+        compiled = graphs[entry.entry_graph or next(iter(graphs))]
     else:
         compiled = core.compile_model(str(xml), "CPU", config=config)
 
@@ -135,9 +149,9 @@ def load_openvino(directory: Path, manifest: dict[str, Any], task, device: str, 
             "optimization": "OpenVINO CPU plugin graph compilation (default transformations)",
             "compute_layers": compute_layer_precisions(compiled)}
     log.info("OpenVINO compiled %s: %s", xml, info)
-    if is_multi_graph(manifest):
+    if entry.multi_graph:
         info["compute_layers"] = {n: compute_layer_precisions(c) for n, c in graphs.items()}
-        return bundle_for_runtime(directory, manifest, task), OpenVinoGraphsExecutable(graphs, manifest, info)
+        return bundle_for_runtime(directory, manifest, task), OpenVinoGraphsExecutable(graphs, entry, info)
     return bundle_for_runtime(directory, manifest, task), OpenVinoExecutable(compiled, info)
 
 
@@ -147,4 +161,5 @@ def _check_device(device: str) -> Optional[str]:
     return missing_openvino()
 
 
-register_runtime(Runtime("openvino", "OpenVINO CPU plugin (IR model.xml + model.bin)", load_openvino, _check_device, ("cpu",)))
+register_runtime(Runtime("openvino", "OpenVINO CPU plugin (IR model.xml + model.bin)", load_openvino, _check_device, ("cpu",),
+                         OpenVinoEntry))

@@ -9,7 +9,8 @@ from typing import Any, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.runtimes.base import RESTORES, Executable, Runtime, register_runtime, write_manifest
+from squeezebench.runtimes.base import (RESTORES, Executable, Runtime, register_runtime, torch_device_problem,
+                                        write_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,4 @@ def load_pytorch(directory: Path, manifest: dict[str, Any], task, device: str, t
     return bundle, TorchExecutable(wrapped, device, info)
 
 
-def _check_device(device: str) -> Optional[str]:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        return "no CUDA device visible to PyTorch"
-    return None
-
-
-register_runtime(Runtime("pytorch", "PyTorch eager (default)", load_pytorch, _check_device, ("cpu", "cuda")))
+register_runtime(Runtime("pytorch", "PyTorch eager (default)", load_pytorch, torch_device_problem, ("cpu", "cuda")))

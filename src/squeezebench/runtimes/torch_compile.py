@@ -6,6 +6,8 @@ holds the method's parameters (mode, backend, dynamic). Compilation happens on t
 recompilations (new input shapes during evaluation) are counted separately. Steady-state latency is measured
 after warm-up as for every variant. Each load uses a fresh, empty ``TORCHINDUCTOR_CACHE_DIR`` so compile times
 are cold-cache times.
+
+Pair: written by the ``torch-compile`` method (methods/torch_compile.py), which fills :class:`TorchCompileEntry`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,27 @@ from typing import Any, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.runtimes.base import Runtime, register_runtime
+from squeezebench.runtimes.base import ManifestEntry, Runtime, register_runtime, torch_device_problem
 from squeezebench.runtimes.pytorch import TorchExecutable, load_pytorch
 
-# what the torch-compile method's config defaults to, for a manifest that leaves a parameter out
-COMPILE_DEFAULTS = {"mode": "default", "backend": "inductor", "dynamic": None}
+
+class CompileSettings(ManifestEntry):
+    """The torch-compile method's parameters; the defaults are its config's, for a manifest that leaves one out."""
+
+    mode: str = "default"
+    backend: str = "inductor"
+    dynamic: Optional[bool] = None
+
+
+class TorchCompileEntry(ManifestEntry):
+    """A PyTorch artifact's keys (state_format, module_dtype: as the PyTorch runtime reads them) plus how to compile."""
+
+    state_format: str
+    module_dtype: str
+    compile: CompileSettings = CompileSettings()
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump()  # dynamic=None is a setting of its own, kept in the file
 
 
 class CompiledExecutable(TorchExecutable):
@@ -70,8 +88,8 @@ def load_torch_compile(directory: Path, manifest: dict[str, Any], task, device: 
     """Rebuild like the PyTorch runtime, then wrap the task module in torch.compile (compiled lazily)."""
     import torch._dynamo
 
-    params = {**COMPILE_DEFAULTS, **manifest.get("compile", {})}
-    mode, backend, dynamic = params["mode"], params["backend"], params["dynamic"]
+    settings = CompileSettings.read(manifest.get("compile", {}))
+    mode, backend, dynamic = settings.mode, settings.backend, settings.dynamic
     cache_dir = _fresh_cache_dir()
     torch._dynamo.reset()
     bundle, eager = load_pytorch(directory, manifest, task, device, threads)
@@ -82,11 +100,5 @@ def load_torch_compile(directory: Path, manifest: dict[str, Any], task, device: 
     return bundle, CompiledExecutable(compiled, eager.module, device, info)
 
 
-def _check_device(device: str) -> Optional[str]:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        return "no CUDA device visible to PyTorch"
-    return None
-
-
 register_runtime(Runtime("torch-compile", "PyTorch + torch.compile applied at load", load_torch_compile,
-                         _check_device, ("cpu", "cuda")))
+                         torch_device_problem, ("cpu", "cuda"), TorchCompileEntry))

@@ -4,6 +4,8 @@ Note on safety: ``torch.jit.load`` is not a ``weights_only`` pickle load. A Torc
 code (TorchScript IR, run by the JIT interpreter) plus tensors; that is the format's nature, so load
 only archives you built or trust. TorchScript is deprecated in PyTorch 2.x (torch.export /
 torch.compile replace it) but still ships and runs in torch 2.13.
+
+Pair: written by the ``torchscript`` export (methods/export_torchscript.py), which fills :class:`TorchScriptEntry`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,24 @@ from typing import Any, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.runtimes.base import Runtime, bundle_for_runtime, register_runtime
+from squeezebench.runtimes.base import (ManifestEntry, Runtime, bundle_for_runtime, register_runtime,
+                                        torch_device_problem)
 from squeezebench.runtimes.pytorch import TorchExecutable
 
 log = logging.getLogger(__name__)
 
 TORCHSCRIPT_FILE = "model.pt"
+
+
+class TorchScriptEntry(ManifestEntry):
+    """What the torchscript export tells this runtime. cpu_device_constants: tensors the trace pins to the CPU
+    device (a CPU trace that has any cannot run on CUDA); export: how it was traced (optimize is read here)."""
+
+    torchscript_file: str = TORCHSCRIPT_FILE
+    module_dtype: str = "torch.float32"
+    traced_on: Optional[str] = None
+    cpu_device_constants: int = 0
+    export: dict[str, Any] = {}
 
 
 class TorchScriptExecutable(TorchExecutable):
@@ -34,10 +48,11 @@ class TorchScriptExecutable(TorchExecutable):
 
 def load_torchscript(directory: Path, manifest: dict[str, Any], task, device: str, threads: Optional[int]):
     """Load the traced archive onto ``device`` (tensors are mapped there by ``map_location``)."""
-    path = Path(directory) / manifest.get("torchscript_file", TORCHSCRIPT_FILE)
+    entry = TorchScriptEntry.read(manifest)
+    path = Path(directory) / entry.torchscript_file
     if not path.is_file():
         raise SqueezebenchError(f"artifact {directory} has no TorchScript archive {path.name}; rebuild it")
-    pinned = manifest.get("cpu_device_constants", 0)
+    pinned = entry.cpu_device_constants
     if device.startswith("cuda") and pinned:
         raise SqueezebenchError(f"this TorchScript trace was recorded on CPU and pins {pinned} tensor(s) to the CPU device "
                                 "(e.g. transformers' attention-mask code); it cannot run on CUDA")
@@ -48,10 +63,10 @@ def load_torchscript(directory: Path, manifest: dict[str, Any], task, device: st
         except RuntimeError as exc:
             raise SqueezebenchError(f"torch.jit.load failed for {path}: {str(exc).splitlines()[0]}") from None
         module.eval()
-        export = manifest.get("export", {})
+        export = entry.export
         if export.get("optimize") == "optimize_for_inference":  # load-time pass: its MKLDNN constants are not saveable
             module = torch.jit.optimize_for_inference(module)
-    dtype = getattr(torch, manifest.get("module_dtype", "torch.float32").removeprefix("torch."), torch.float32)
+    dtype = getattr(torch, entry.module_dtype.removeprefix("torch."), torch.float32)
     info = {"name": "torchscript", "version": torch.__version__, "device": device,
             "threads": torch.get_num_threads(), "dtype": str(dtype),
             "optimization": export.get("optimize", "none"),
@@ -59,11 +74,5 @@ def load_torchscript(directory: Path, manifest: dict[str, Any], task, device: st
     return bundle_for_runtime(directory, manifest, task), TorchScriptExecutable(module, device, dtype, info)
 
 
-def _check_device(device: str) -> Optional[str]:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        return "no CUDA device visible to PyTorch"
-    return None
-
-
 register_runtime(Runtime("torchscript", "TorchScript archive run by the PyTorch JIT (deprecated in torch 2.x)",
-                         load_torchscript, _check_device, ("cpu", "cuda")))
+                         load_torchscript, torch_device_problem, ("cpu", "cuda"), TorchScriptEntry))

@@ -8,18 +8,10 @@ from typing import Any
 
 from torch import nn
 
-from squeezebench.methods.calibration_capture import calibration_facts
+from squeezebench.methods.lib.calibration_capture import calibration_facts
 from squeezebench.methods.weight_only import linears_to_quantize, model_embeddings, quantize_model, restore_as
 
 MODEL_TYPES = "transformer decoder LMs (Llama-style); encoders too where linears exist"
-
-
-def check_bits_group(bits: int, group_size: int) -> None:
-    """Config validation both methods share (raises ValueError, which parse_method turns into a one-line error)."""
-    if bits != 4:
-        raise ValueError("only bits=4 is supported (weights are stored as packed int4)")
-    if group_size < 1:
-        raise ValueError("group_size must be a positive number of input channels")
 
 
 def target_linears(model: nn.Module, head: bool = True) -> dict[str, nn.Linear]:

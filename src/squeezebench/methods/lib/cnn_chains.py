@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from squeezebench.methods.compact import PRUNABLE
+from squeezebench.methods.lib.compact import PRUNABLE
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
                         nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from squeezebench.methods.bitpack import pack_int4, unpack_int4
-from squeezebench.methods.rtn import dequantize, n_groups, quantize_rtn
+from squeezebench.methods.lib.bitpack import pack_int4, unpack_int4
+from squeezebench.methods.lib.rtn import dequantize, n_groups, quantize_rtn
 
 SCALE_DTYPE = torch.float16  # how scales are stored (GPTQ and AWQ round their scales to it while solving)
 
