@@ -58,11 +58,11 @@ class GenerationMeasure(Measure):
     flag_order = 11  # right after quality's flags, where they were shown before
     columns = (
         Column("decode_tokens_per_s", {"en": "Decode (tok/s)", "ru": "Декодирование (ток/с)"}, "tokens/s",
-               _cell("decode_tokens_per_s"), _value("decode_tokens_per_s"), position=110),
+               _cell("decode_tokens_per_s"), _value("decode_tokens_per_s"), position=80),
         Column("time_to_first_token_ms", {"en": "TTFT (ms)", "ru": "Время до первого токена (ms)"}, "ms",
-               _cell("time_to_first_token"), _value("time_to_first_token"), position=111),
+               _cell("time_to_first_token"), _value("time_to_first_token"), position=81),
         Column("decode_bandwidth_percent", {"en": "% of memory bandwidth", "ru": "% пропускной способности памяти"},
-               "%", _cell("decode_bandwidth_percent"), _value("decode_bandwidth_percent"), position=112),
+               "%", _cell("decode_bandwidth_percent"), _value("decode_bandwidth_percent"), position=82),
     )
 
     def run(self, session: MeasureSession) -> Optional[Generation]:
