@@ -10,7 +10,7 @@ paired ratio to the fp32 original (paired bootstrap 95 % interval). Speed ratio 
     python benchmarks/decode_roofline.py --core 1          # writes results/smollm2-decode/decode_roofline.json
 
 Timing needs a quiet machine: the JSON records how much CPU other processes used on the pinned core during the
-run (measures/contention.py) and the load average, so a busy run can be recognised as such.
+run (hardware/contention.py) and the load average, so a busy run can be recognised as such.
 """
 
 from __future__ import annotations
@@ -26,18 +26,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from squeezebench.measures.contention import ContentionProbe  # noqa: E402
+from squeezebench.hardware.contention import ContentionProbe  # noqa: E402
 
 DEFAULT_METHODS = ["original", "int8-dynamic", "gguf:quant=f32", "gguf-q8_0", "gguf-q4_k_m", "gguf-q4_0",
                    "gptq:group_size=32+gguf-q4_0", "openvino-int4"]  # openvino-int4: perplexity only (no KV cache)
 
 
 def metric(rec: dict, name: str, key: str = "value"):
-    return ((rec.get("quality") or {}).get("metrics") or {}).get(name, {}).get(key)
+    """A metric's field: generation speed from the generation section (older records: quality), else quality."""
+    found = (rec.get("generation") or {}).get(name) or ((rec.get("quality") or {}).get("metrics") or {}).get(name)
+    return (found or {}).get(key)
 
 
 def row(rec: dict, base_decode) -> dict:
-    roof = ((rec.get("quality") or {}).get("metrics") or {}).get("decode_bandwidth_percent", {})
+    roof = {k: metric(rec, "decode_bandwidth_percent", k)
+            for k in ("weight_bytes_per_token", "value", "bandwidth_limit_tokens_per_s")}
     decode = metric(rec, "decode_tokens_per_s")
     size = (rec.get("build") or {}).get("size", {})
     return {"method": rec["method"], "status": rec["status"], "reason": rec.get("reason") or rec.get("error"),
@@ -52,7 +55,7 @@ def row(rec: dict, base_decode) -> dict:
             "ppl_ratio_ci95": metric(rec, "perplexity_ratio_to_original", "ci95"),
             "speed_ratio_to_fp32": decode / base_decode if decode and base_decode else None,
             "in_memory_format": size.get("in_memory_format"), "weights_mb": (size.get("weights_bytes") or 0) / 1e6,
-            "flags": (rec.get("quality") or {}).get("flags")}
+            "flags": ((rec.get("quality") or {}).get("flags") or []) + ((rec.get("generation") or {}).get("flags") or [])}
 
 
 def fmt(v, spec: str) -> str:
@@ -100,7 +103,7 @@ def main() -> None:
     if args.core >= 0:
         os.sched_setaffinity(0, {args.core})  # inherited by every build/measure subprocess
 
-    from squeezebench.measures.bandwidth import machine_bandwidth
+    from squeezebench.hardware.bandwidth import machine_bandwidth
     from squeezebench.runner import RunConfig, Runner
     from squeezebench.protocol import Protocol
 
@@ -115,7 +118,7 @@ def main() -> None:
     t0 = time.time()
     records = [r.dump() for r in Runner(config, progress=lambda s: print(s, flush=True)).run()]
     contention = probe.stop()
-    from squeezebench.measures.bandwidth import measured_with_contention
+    from squeezebench.hardware.bandwidth import measured_with_contention
 
     after = measured_with_contention()  # a second reading: a busy machine makes the first one read low
     base = next((r for r in records if r["method"] == "original" and r["status"] == "ok"), None)

@@ -73,7 +73,10 @@ def test_causal_lm_perplexity_and_generation(tmp_path, tiny_llama_dir, topic_csv
     assert 1000 < m["perplexity"]["value"] < 200000
     p = orig["quality"]["protocol"]
     assert p["window"] == 32 and p["stride"] == 16 and p["tokens_scored"] > 0 and p["dataset_fingerprint"]
-    assert m["time_to_first_token"]["value"] > 0 and m["decode_tokens_per_s"]["value"] > 0
+    gen = orig["generation"]  # the generation measure's own section, no longer inside quality
+    assert gen["time_to_first_token"]["value"] > 0 and gen["decode_tokens_per_s"]["value"] > 0
+    assert "decode_tokens_per_s" not in m and gen["protocol"]["gen_new_tokens"] > 0
+    assert orig["contention"]["window_s"] > 0 and "contention" not in orig["latency"]
     bf16 = recs[("bf16", "cpu")]
     assert bf16["status"] == "ok", bf16
     assert 0.9 < bf16["quality"]["metrics"]["top1_agreement"]["value"] <= 1.0

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from squeezebench.measures.memory import peak_rss_mb
+from squeezebench.hardware.memory import peak_rss_mb
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,10 @@
 
 build:   load the model from its source, apply the method chain, save the artifact as it would ship; the
          build-phase measures (weights size) read the saved files.
-measure: load the saved artifact on a device and run every registered measure (latency, memory, quality,
-         environment, ...) in order; each returns its section of the record.
+measure: load the saved artifact on a device and drive every registered measure (latency, contention, memory,
+         quality, generation, environment, ...) through the phases of measures/base.py: around the whole
+         measurement, begin, around the load, run, around the timed window (opened by latency), end; each
+         measure gives its section of the record.
 The result is written as JSON to RESULT; user-facing problems become {"status": "skipped"|"failed"}.
 """
 
@@ -141,7 +143,7 @@ def measure(job: Job) -> dict[str, Any]:
     import torch
 
     from squeezebench import references
-    from squeezebench.measures.base import MeasureSession, measures
+    from squeezebench.measures.base import MeasureSession, measures, stacked
     from squeezebench.runtimes.base import load_artifact
 
     task, protocol, chain = _setup(job)
@@ -157,23 +159,25 @@ def measure(job: Job) -> dict[str, Any]:
     if reason:
         return {"status": "skipped", "reason": reason}
     plugins = measures("measure")
-    session = MeasureSession(task=task, protocol=protocol, device=device)
-    for m in plugins:
-        m.begin(session)
-    t0 = time.perf_counter()
-    session.bundle, session.executable = load_artifact(Path(job.artifact_dir), task, device, protocol.threads)
-    load_s = time.perf_counter() - t0
-    session.data = task.prepare(_dataset(job, protocol), session.bundle, protocol)
-    session.inputs = task.example_inputs(session.bundle, session.data, protocol)
-    reference_problem = None
-    if not job.is_original:
-        session.reference, reference_problem = references.load(Path(job.reference_path))
-    for m in plugins:
-        section = m.run(session)
-        if section is not None:
-            session.sections[m.name] = section
-    for m in plugins:
-        m.end(session)
+    session = MeasureSession(task=task, protocol=protocol, device=device, measures=plugins)
+    with stacked(plugins, "around_measurement", session):
+        for m in plugins:
+            m.begin(session)
+        with stacked(plugins, "around_load", session):
+            t0 = time.perf_counter()
+            session.bundle, session.executable = load_artifact(Path(job.artifact_dir), task, device, protocol.threads)
+            load_s = time.perf_counter() - t0
+        session.data = task.prepare(_dataset(job, protocol), session.bundle, protocol)
+        session.inputs = task.example_inputs(session.bundle, session.data, protocol)
+        reference_problem = None
+        if not job.is_original:
+            session.reference, reference_problem = references.load(Path(job.reference_path))
+        for m in plugins:
+            section = m.run(session)
+            if section is not None:
+                session.sections[m.name] = section
+        for m in plugins:
+            m.end(session)
     evaluation, quality = session.evaluation, session.sections.get("quality")
     if reference_problem and quality is not None:
         quality.flags.append(reference_problem)

@@ -30,11 +30,12 @@ def test_runner_measures_a_gguf_variant_on_llamacpp(tmp_path, topic_csv):
     m = q8["quality"]["metrics"]
     # scored on the original's windows: a paired ratio, close to 1 for 8-bit weights
     assert 0.9 < m["perplexity_ratio_to_original"]["value"] < 1.1
-    assert m["decode_tokens_per_s"]["value"] > 0 and m["time_to_first_token"]["value"] > 0
-    assert "generate_greedy" in q8["quality"]["protocol"]["gen_decoding"]
-    roof = m["decode_bandwidth_percent"]
+    gen = q8["generation"]
+    assert gen["decode_tokens_per_s"]["value"] > 0 and gen["time_to_first_token"]["value"] > 0
+    assert "generate_greedy" in gen["protocol"]["gen_decoding"]
+    roof = gen["decode_bandwidth_percent"]
     assert roof["weight_bytes_per_token"] == q8["runtime"]["weight_bytes_per_token"] > 0
     assert roof["value"] > 0 and roof["bandwidth_gb_s"] > 0
-    assert orig["quality"]["metrics"]["decode_bandwidth_percent"]["weight_bytes_per_token"] > \
+    assert orig["generation"]["decode_bandwidth_percent"]["weight_bytes_per_token"] > \
         2 * roof["weight_bytes_per_token"]  # fp32 PyTorch vs Q8_0 bytes
     assert q8["build"]["size"]["in_memory_format"].startswith("GGUF q8_0")

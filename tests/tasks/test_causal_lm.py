@@ -75,10 +75,10 @@ def test_calibration_windows_are_distinct_and_keep_the_old_order():
     assert len(short) == 1 and short[0]["input_ids"].shape == (1, 50)
 
 
-def test_evaluate_times_generation_through_a_runtimes_generate_greedy_and_reports_the_roofline(monkeypatch):
+def test_generation_speed_is_timed_through_a_runtimes_generate_greedy_with_the_roofline(monkeypatch):
     from types import SimpleNamespace
 
-    from squeezebench.measures import bandwidth
+    from squeezebench.hardware import bandwidth
     from squeezebench.tasks import TASKS
     from squeezebench.protocol import Protocol
 
@@ -105,7 +105,8 @@ def test_evaluate_times_generation_through_a_runtimes_generate_greedy_and_report
     tokenizer = type("Tok", (), {"__len__": lambda self: 11, "name_or_path": ""})()
     bundle = SimpleNamespace(tokenizer=tokenizer, module=None)
     protocol = Protocol(ppl_window=32, ppl_stride=16, gen_prompt_tokens=8, gen_new_tokens=5, gen_repeats=2)
-    result = task.evaluate(run, bundle, data, protocol, None)
+    assert "decode_tokens_per_s" not in task.evaluate(run, bundle, data, protocol, None).metrics  # not quality's
+    result = task.generation_speed(run, bundle, data, protocol)
     m = result.metrics
     assert (torch.Size([1, 8]), 5) in run.calls and (torch.Size([1, 8]), 1) in run.calls
     assert m["decode_tokens_per_s"]["value"] > 0 and m["time_to_first_token"]["n"] == 2

@@ -178,7 +178,9 @@ def test_seq2seq_and_causal_models_generate_and_are_scored(request, fixture, aut
     m = result.metrics
     for key in ("bleu", "chrf", "rouge_l"):
         assert 0 <= m[key]["value"] <= 100 and m[key]["n"] == len(PAIRS)
-    assert m["time_to_first_token"]["value"] > 0 and m["decode_tokens_per_s"]["value"] > 0
+    speed = TASK.generation_speed(run, bundle, data, protocol)
+    assert speed.metrics["time_to_first_token"]["value"] > 0 and speed.metrics["decode_tokens_per_s"]["value"] > 0
+    assert speed.protocol["gen_new_tokens"] == 5 and "time_to_first_token" not in m
     p = result.protocol
     assert p["prompt_format"] == "prompt template (--prompt)" and p["max_new_tokens"] == 5
     assert p["inputs_truncated"] == len(PAIRS)  # every article is longer than 8 tokens
@@ -216,7 +218,7 @@ def test_seq2seq_generation_strips_the_decoder_start_and_follows_the_executable(
     bundle.module = None
     out = TASK.evaluate(Exported(), bundle, data, protocol, None)
     assert Exported.calls >= len(PAIRS) and set(out.reference["outputs"]) == {"this this this this"}
-    assert "generate_greedy" in out.protocol["gen_decoding"]
+    assert "generate_greedy" in TASK.generation_speed(Exported(), bundle, data, protocol).protocol["gen_decoding"]
 
     class NoGenerate:
         info = {"name": "onnxruntime"}

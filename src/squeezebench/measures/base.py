@@ -1,19 +1,31 @@
 """Measures: what is measured about a variant, each one plug-in with its record section and table columns.
 
-The measure worker builds a ``MeasureSession`` and calls every registered measure's hooks in ``order``:
-``begin`` before the artifact is loaded (e.g. the RSS baseline), ``run`` after it is loaded and returns the measure's
-section of the record (or None), ``end`` after every ``run`` (e.g. the whole-process peak, after quality). A measure
-with ``phase = "build"`` is computed by the build worker from the saved artifact instead (e.g. weights size).
+The measure worker builds a ``MeasureSession`` and drives every registered measure (in ``order``) through the
+phases of one measurement, each measure overriding only the hooks it needs:
 
-A measure also says how it is shown: ``columns`` (header en/ru, unit, cell text, JSON value) and ``flags`` (warnings
-about a row, e.g. "slower than original"). The table renders the course's columns in their ``position`` order and any
-other measure's columns after them, so that a new measure (say, energy) is one file and its test.
+- ``around_measurement``: a context manager around the whole measurement (e.g. energy over everything);
+- ``begin``: before the artifact is loaded (e.g. the RSS baseline);
+- ``around_load``: a context manager around loading the artifact (e.g. load time);
+- ``run``: after the load, the task's data and example inputs; returns the measure's section (or None);
+- ``around_timing``: a context manager around the timed window, which the latency measure opens with
+  ``session.timed_window()`` (e.g. the contention probe);
+- ``end``: after every ``run`` (e.g. the whole-process peak, after quality).
+
+Context managers nest as optimum-benchmark's trackers do: the first measure in ``order`` is the outermost. A hook
+that is not ``run`` stores its section with ``session.sections[self.name] = ...``. A measure with
+``phase = "build"`` is computed by the build worker from the saved artifact instead (e.g. weights size).
+
+A measure also says how it is shown: ``columns`` (header en/ru, unit, cell text, JSON value), ``flags`` (warnings
+about a row, e.g. "slower than original") and ``notes`` (short text another measure's cell carries, e.g. decode
+tok/s in the quality cell). The table renders the course's columns in their ``position`` order and any other
+measure's columns after them, so that a new measure (say, energy) is one file and its test.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 
 from squeezebench.registry import Registry
 from squeezebench.results.schema import Record, Section
@@ -37,6 +49,11 @@ class MeasureSession:
     sections: dict[str, Any] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)
     evaluation: Any = None  # the task's EvalResult, once quality ran
+    measures: Sequence["Measure"] = ()  # the measures of this measurement, in order (whose around_timing wrap)
+
+    def timed_window(self) -> AbstractContextManager[None]:
+        """What the latency measure wraps its timed loop in: every measure's ``around_timing``, stacked."""
+        return stacked(self.measures, "around_timing", self)
 
 
 @dataclass
@@ -74,8 +91,20 @@ class Measure:
     columns: ClassVar[tuple[Column, ...]] = ()
     flag_order: ClassVar[int] = 100
 
+    def around_measurement(self, session: MeasureSession) -> AbstractContextManager[None]:
+        """Wraps the whole measurement, from before ``begin`` to after ``end``."""
+        return nullcontext()
+
     def begin(self, session: MeasureSession) -> None:
         """Before the artifact is loaded."""
+
+    def around_load(self, session: MeasureSession) -> AbstractContextManager[None]:
+        """Wraps loading the artifact (``runtimes.load_artifact``), nothing else."""
+        return nullcontext()
+
+    def around_timing(self, session: MeasureSession) -> AbstractContextManager[None]:
+        """Wraps the timed window (warm-up and timed calls of the latency measure), nothing else."""
+        return nullcontext()
 
     def run(self, session: MeasureSession) -> Optional[Section]:
         """After the artifact is loaded; returns this measure's section."""
@@ -90,6 +119,11 @@ class Measure:
 
     def flags(self, row: Any) -> list[str]:
         """Warnings about a table row (its records and the original's)."""
+        return []
+
+    def notes(self, column: str, row: Any) -> list[str]:
+        """Short texts this measure adds to another measure's cell ``column`` (e.g. "decode tok/s 21.0" in the
+        quality cell)."""
         return []
 
     def read(self, record: Record) -> Optional[Section]:
@@ -108,6 +142,20 @@ def register_measure(cls: type[Measure]) -> type[Measure]:
 
 def measures(phase: str = "measure") -> list[Measure]:
     return sorted((m for _, m in MEASURES.items() if m.phase == phase), key=lambda m: m.order)
+
+
+@contextmanager
+def stacked(plugins: Sequence[Measure], hook: str, session: MeasureSession) -> Iterator[None]:
+    """Enter ``hook`` (an around_* method) of every measure in order, exit them in reverse."""
+    with ExitStack() as stack:
+        for m in plugins:
+            stack.enter_context(getattr(m, hook)(session))
+        yield
+
+
+def cell_notes(column: str, row: Any) -> list[str]:
+    """Every measure's ``notes`` for the cell ``column`` of ``row``, in measure order."""
+    return [n for _, m in sorted(MEASURES.items(), key=lambda kv: kv[1].order) for n in m.notes(column, row)]
 
 
 def all_columns() -> list[Column]:

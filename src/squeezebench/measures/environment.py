@@ -6,7 +6,7 @@ import os
 import platform
 from typing import Any
 
-from squeezebench.cpu import cpu_flags, cpu_model
+from squeezebench.hardware.cpu import cpu_flags, cpu_model
 from squeezebench.measures.base import Measure, MeasureSession, register_measure
 from squeezebench.results.schema import Environment
 

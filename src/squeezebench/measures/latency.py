@@ -143,37 +143,18 @@ class LatencyMeasure(Measure):
     )
 
     def run(self, session: MeasureSession) -> Latency:
-        from squeezebench.measures.contention import ContentionProbe, thread_warning, wait_idle
-
         p = session.protocol
         executable = session.executable
-        idle = wait_idle(p.wait_idle_s) if p.wait_idle_s else None
         with torch.no_grad():  # not inference_mode: sparse CSR weights fail under it (torch 2.13)
             unit = session.task.unit_of_work(executable, session.bundle, session.data, session.inputs, p)
-            probe = ContentionProbe().start()  # what OTHER processes did on our cores while we were timed
-            result = measure_latency(unit.call, session.device, p.warmup_iters, p.min_iters, p.min_time_s,
-                                     p.max_time_s)
-            contention = probe.stop()
+            with session.timed_window():  # every measure's around_timing (e.g. contention) wraps the timed calls
+                result = measure_latency(unit.call, session.device, p.warmup_iters, p.min_iters, p.min_time_s,
+                                         p.max_time_s)
         result["unit_of_work"] = unit.summary(result["samples"])
-        if idle is not None:
-            contention["wait_idle"] = idle
-        if contention.get("busy"):
-            result["warnings"].append(f"machine busy during timing: other processes used "
-                                      f"{contention['others_cores_avg']:.2f} of {len(contention['cores'])} cores")
-        threads = (executable.info or {}).get("threads") or torch.get_num_threads()
-        warning = thread_warning(contention, int(threads))
-        if warning:
-            result["warnings"].append(warning)
-        result["contention"] = contention
         return Latency.model_validate(result)
 
     def flags(self, row: Row) -> list[str]:
         out = []
-        for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
-            mine = row.on(dev)
-            if ok(mine) and mine.latency.busy:
-                out.append(f"machine busy during {name} timing (others used "
-                           f"{mine.latency.contention['others_cores_avg']:.2f} cores)")
         for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
             mine, ref = row.on(dev), row.original.get(dev)
             if not row.is_original and ok(mine) and ref is not None:

@@ -3,41 +3,11 @@
 from __future__ import annotations
 
 import os
-import resource
 from typing import Any, Optional
 
+from squeezebench.hardware.memory import MB, current_rss_mb, peak_rss_mb
 from squeezebench.measures.base import Column, Measure, MeasureSession, Row, ok, pct, register_measure
 from squeezebench.results.schema import Memory
-
-MB = 1024 * 1024
-
-
-def _status_kb(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def current_rss_mb() -> float:
-    kb = _status_kb("VmRSS")
-    if kb is None:
-        import psutil
-
-        return psutil.Process().memory_info().rss / MB
-    return kb / 1024
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set of this process: VmHWM where the kernel exposes it, else ru_maxrss."""
-    kb = _status_kb("VmHWM")
-    if kb is None:
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024
 
 
 def reset_cuda_peaks() -> None:

@@ -6,16 +6,15 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from squeezebench.measures.base import Column, Measure, MeasureSession, Row, ok, pct, register_measure, status_text
+from squeezebench.measures.base import (Column, Measure, MeasureSession, Row, cell_notes, ok, pct, register_measure,
+                                        status_text)
 from squeezebench.results.schema import MetricValue, Quality
 
 # secondary metrics shown after the primary one, with their short labels
 SHOWN_EXTRAS = (("cosine_to_original", "cos"), ("top1_agreement", "agree"), ("top5_accuracy", "top5"),
                 ("cer", "CER"), ("transcript_agreement", "same transcript"), ("real_time_factor", "RTF"),
                 ("decoder_ms_per_token", "decoder ms/token"),
-                ("chrf", "chrF"), ("rouge_l", "ROUGE-L"), ("output_agreement", "same output"),
-                ("decode_tokens_per_s", "decode tok/s"), ("time_to_first_token", "TTFT ms"),
-                ("decode_bandwidth_percent", "% of memory bandwidth"))
+                ("chrf", "chrF"), ("rouge_l", "ROUGE-L"), ("output_agreement", "same output"))
 EXTRA_FORMAT = {"real_time_factor": ".3f"}  # others: 4 decimals for fractions, 1 otherwise
 
 
@@ -49,6 +48,8 @@ def _quality_cell(row: Row) -> str:
             v = others[extra]
             spec = EXTRA_FORMAT.get(extra) or (".4f" if v.unit in ("fraction", "cosine") else ".1f")
             text += f"; {label} {v.value:{spec}}"
+    for note in cell_notes("quality", row):  # other measures' numbers shown here (e.g. generation speed)
+        text += f"; {note}"
     if row.flags:
         text += " " + " ".join(f"⚠ {f}" for f in row.flags)
     return text

@@ -86,13 +86,35 @@ class Latency(Section):
     warmup_ms: list[float] = Field(default_factory=list)
     timer: str = "perf_counter"
     first_call_ms: Optional[float] = None
-    contention: Optional[dict[str, Any]] = None  # CPU other processes used on our cores while timed (measures/contention.py)
+    contention: Optional[dict[str, Any]] = None  # older records only: now the record's own ``contention`` section
     unit_of_work: Optional[WorkUnit] = None  # what one timed call did (absent in records before task-level timing)
 
-    @property
-    def busy(self) -> bool:
-        """Other processes used a large share of the measured cores while this was timed."""
-        return bool(self.contention and self.contention.get("busy"))
+
+class Contention(Section):
+    """What other processes did on our cores while latency was timed (measures/contention.py; the probe is
+    hardware/contention.py). Older records kept this dict inside the latency section (``Latency.contention``)."""
+
+    available: bool = False
+    busy: Optional[bool] = None
+    cores: list[int] = Field(default_factory=list)
+    others_cores_avg: Optional[float] = None
+    others_fraction: Optional[float] = None
+    threshold_fraction: Optional[float] = None
+    window_s: Optional[float] = None
+    warnings: list[str] = Field(default_factory=list)
+    wait_idle: Optional[dict[str, Any]] = None
+
+
+class Generation(Section):
+    """Greedy generation speed (measures/generation.py): time to first token, decode tokens/s and, where the task
+    computes it, the % of the machine's memory bandwidth the decode rate uses; each as a metric value. Older
+    records kept these in ``quality.metrics`` and their protocol in ``quality.protocol``."""
+
+    time_to_first_token: Optional[MetricValue] = None
+    decode_tokens_per_s: Optional[MetricValue] = None
+    decode_bandwidth_percent: Optional[MetricValue] = None
+    protocol: dict[str, Any] = Field(default_factory=dict)
+    flags: list[str] = Field(default_factory=list)
 
 
 class Vram(Section):
@@ -247,8 +269,10 @@ class Record(Section):
     load_artifact_s: Optional[float] = None
     input_shapes: dict[str, list[int]] = Field(default_factory=dict)
     latency: Optional[Latency] = None
+    contention: Optional[Contention] = None
     memory: Optional[Memory] = None
     quality: Optional[Quality] = None
+    generation: Optional[Generation] = None
     runtime: Optional[RuntimeInfo] = None
     environment: Optional[Environment] = None
     imported: Optional[Imported] = None  # set only on rows imported from a hand-written table

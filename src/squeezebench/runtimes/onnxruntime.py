@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from squeezebench.cpu import ort_int8_kernel
+from squeezebench.hardware.cpu import ort_int8_kernel
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
 from squeezebench.runtimes.graphs import GraphsEntry, GraphsExecutable

@@ -193,6 +193,12 @@ class Task:
                  reference: Optional[dict[str, Any]]) -> EvalResult:
         raise NotImplementedError
 
+    def generation_speed(self, run: Executable, bundle, data: Any, protocol: Protocol) -> Optional[EvalResult]:
+        """Greedy generation speed for the generation measure (measures/generation.py): the metrics
+        time_to_first_token, decode_tokens_per_s (and decode_bandwidth_percent where known), the protocol they were
+        timed under and flags; None when this task does not generate."""
+        return None
+
 
 TASKS: Registry[Task] = Registry("task")
 

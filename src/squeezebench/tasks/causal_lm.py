@@ -1,4 +1,4 @@
-"""causal-lm: sliding-window token perplexity over a text corpus, plus generation speed.
+"""causal-lm: sliding-window token perplexity over a text corpus; generation speed for the generation measure.
 
 Perplexity protocol (recorded): the dataset's texts joined by a blank line, tokenised once, the first
 ``ppl_max_tokens`` tokens; windows of ``ppl_window`` tokens every ``ppl_stride`` tokens; each token is
@@ -55,7 +55,7 @@ def perplexity_from(sums: np.ndarray, counts: np.ndarray) -> float:
 def decode_roofline(metrics: dict[str, dict], run: Any, model: Optional[torch.nn.Module]) -> Optional[dict[str, Any]]:
     """Weight bytes read per generated token (as the variant runs) and the % of the machine's measured memory
     bandwidth the median decode rate uses; None when the bytes are unknown."""
-    from squeezebench.measures.bandwidth import machine_bandwidth, module_weight_bytes_per_token, roofline
+    from squeezebench.hardware.bandwidth import machine_bandwidth, module_weight_bytes_per_token, roofline
 
     info = getattr(run, "info", None) or {}
     if info.get("weight_bytes_per_token"):
@@ -75,8 +75,7 @@ class CausalLM(text_common.TextTask):
     version = 1
     auto_class = "AutoModelForCausalLM"
     primary_metric = "perplexity"
-    metrics = ("perplexity", "perplexity_ratio_to_original", "top1_agreement", "time_to_first_token",
-               "decode_tokens_per_s", "decode_bandwidth_percent")
+    metrics = ("perplexity", "perplexity_ratio_to_original", "top1_agreement")
     input_names = ("input_ids",)
     calibration_held_out = False  # calibration windows may come from the scored text
 
@@ -143,10 +142,12 @@ class CausalLM(text_common.TextTask):
                  "tokenizer_name": getattr(tok, "name_or_path", ""), "vocab_size": len(tok),
                  "dataset_fingerprint": data["dataset"].fingerprint(), "documents": len(data["dataset"].examples),
                  "joiner": "\\n\\n", "first_token_scored": False}
-        speed, speed_proto, flags = speed_metrics(run, bundle, data["ids"][: protocol.gen_prompt_tokens].unsqueeze(0),
-                                                  protocol)
-        metrics.update(speed)
-        proto.update(speed_proto)
+        return EvalResult(metrics, [], proto, {"predictions": preds, "window_nll_sums": sums, "window_tokens": counts})
+
+    def generation_speed(self, run, bundle, data, protocol):
+        """TTFT and decode tokens/s on the corpus's first ``gen_prompt_tokens`` tokens, and the decode roofline."""
+        metrics, proto, flags = speed_metrics(run, bundle, data["ids"][: protocol.gen_prompt_tokens].unsqueeze(0),
+                                              protocol)
         if "decode_tokens_per_s" in metrics:
             try:
                 roof = decode_roofline(metrics, run, bundle.module)
@@ -156,5 +157,4 @@ class CausalLM(text_common.TextTask):
             if roof is not None:
                 metrics["decode_bandwidth_percent"] = metric_value(ROOFLINE, roof["percent_of_bandwidth"],
                                                                    protocol.gen_repeats, **roof)
-        return EvalResult(metrics, flags, proto, {"predictions": preds, "window_nll_sums": sums,
-                                                  "window_tokens": counts})
+        return EvalResult(metrics, flags, proto)

@@ -54,7 +54,7 @@ ENTITY_RECALL = _metric("entity_recall", "fraction", True, 1, "share of gold ent
 OUTPUT_AGREEMENT = _metric("output_agreement", "fraction", True, 1,
                            "share of outputs (generated texts, tag sequences) identical to the original variant's")
 ROOFLINE = _metric("decode_bandwidth_percent", "%", True, 1, "median decode tokens/s x weight bytes read per token, "
-                   "as % of this machine's measured memory copy bandwidth (measures/bandwidth.py)")
+                   "as % of this machine's measured memory copy bandwidth (hardware/bandwidth.py)")
 
 
 def metric_value(metric: Metric, value: float, n: int, ci: Optional[tuple[float, float]] = None, **extra) -> dict:

@@ -1,4 +1,4 @@
-from squeezebench.measures.memory import current_rss_mb, peak_rss_mb
+from squeezebench.hardware.memory import current_rss_mb, peak_rss_mb
 
 
 def test_peak_tracks_a_large_allocation():

@@ -1,6 +1,6 @@
 """The int8 kernel path stated for a CPU: known answers for the CPU kinds this project runs on."""
 
-from squeezebench.cpu import has_vnni, ort_int8_kernel
+from squeezebench.hardware.cpu import has_vnni, ort_int8_kernel
 
 AVX2_ONLY = ["avx2", "f16c", "fma"]
 VNNI = ["avx2", "avx512f", "avx512_vnni", "fma"]

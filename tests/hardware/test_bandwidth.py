@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from squeezebench.measures import bandwidth
-from squeezebench.measures.bandwidth import machine_bandwidth, module_weight_bytes_per_token, roofline
+from squeezebench.hardware import bandwidth
+from squeezebench.hardware.bandwidth import machine_bandwidth, module_weight_bytes_per_token, roofline
 
 
 def test_bandwidth_is_measured_once_per_environment_and_cached(tmp_path, monkeypatch):
@@ -16,7 +16,7 @@ def test_bandwidth_is_measured_once_per_environment_and_cached(tmp_path, monkeyp
         return real(buffer_mb=16, repeats=3)
 
     monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", small)
-    from squeezebench.measures import contention
+    from squeezebench.hardware import contention
 
     class Quiet(contention.ContentionProbe):
         def stop(self):
@@ -85,7 +85,7 @@ def test_weight_bytes_per_token_of_an_int8_dynamic_llama():
 
 
 def test_a_bandwidth_measured_on_a_busy_machine_is_measured_again(tmp_path, monkeypatch):
-    from squeezebench.measures import contention
+    from squeezebench.hardware import contention
 
     rates = iter([5.0, 4.0, 9.0])
     monkeypatch.setattr(bandwidth, "measure_copy_bandwidth", lambda: {"copy_gb_s": next(rates)})

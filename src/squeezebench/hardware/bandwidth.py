@@ -37,7 +37,7 @@ def cache_path() -> Path:
 
 
 def environment_id() -> str:
-    from squeezebench.measures.environment import cpu_model
+    from squeezebench.hardware.cpu import cpu_model
 
     return f"{platform.node()}|{cpu_model()}|{os.cpu_count()}"
 
@@ -66,7 +66,7 @@ def measure_copy_bandwidth(buffer_mb: int = BUFFER_MB, repeats: int = REPEATS) -
 def measured_with_contention() -> dict[str, Any]:
     """``measure_copy_bandwidth`` with a contention probe around it: on a core that other processes share, every
     copy is time-sliced and the result reads low (6 GB/s here at load 9 on 2 cores, 29 GB/s at load 5)."""
-    from squeezebench.measures.contention import ContentionProbe
+    from squeezebench.hardware.contention import ContentionProbe
 
     probe = ContentionProbe().start()
     record = measure_copy_bandwidth()
@@ -80,7 +80,7 @@ def measured_with_contention() -> dict[str, Any]:
 def machine_bandwidth(path: Optional[Path] = None, refresh: bool = False) -> dict[str, Any]:
     """This environment's cached copy bandwidth, measured (about a second) on first use or with ``refresh``.
 
-    A measurement taken while the machine was busy (see measures/contention.py) is used but not trusted: the next
+    A measurement taken while the machine was busy (see hardware/contention.py) is used but not trusted: the next
     call measures again and keeps the higher of the two until one is taken on a quiet machine."""
     path = Path(path) if path else cache_path()
     key = environment_id()
