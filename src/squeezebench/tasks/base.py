@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
+from squeezebench.measures.quality import METRIC_ORDER
 from squeezebench.registry import Registry
 from squeezebench.tasks.data import Dataset
 
@@ -71,7 +72,7 @@ class Task:
     version: int = 1
     auto_class: str = "AutoModel"
     primary_metric: str = ""
-    metrics: tuple[str, ...] = ()  # every metric evaluate() may record, for listings (primary first)
+    metrics: tuple[str, ...] = ()  # every metric evaluate() may record: listings and the quality cell's order
     default_dataset: str = "bbc-news"
     input_names: tuple[str, ...] = ()
     output_kind: str = "logits"  # what wrap() returns: "logits" (last dim = classes) or "embedding"
@@ -142,4 +143,5 @@ TASKS: Registry[Task] = Registry("task")
 
 def register_task(cls: type[Task]) -> type[Task]:
     TASKS.register(cls.name, cls())
+    METRIC_ORDER[cls.name] = tuple(cls.metrics)  # the quality cell shows them in this order
     return cls

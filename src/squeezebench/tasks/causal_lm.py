@@ -75,8 +75,8 @@ class CausalLM(text_common.TextTask):
     version = 1
     auto_class = "AutoModelForCausalLM"
     primary_metric = "perplexity"
-    metrics = ("perplexity", "perplexity_ratio_to_original", "top1_agreement", "time_to_first_token",
-               "decode_tokens_per_s", "decode_bandwidth_percent")
+    metrics = ("perplexity", "perplexity_ratio_to_original", "top1_agreement", "decode_tokens_per_s",
+               "time_to_first_token", "decode_bandwidth_percent")
     input_names = ("input_ids",)
     calibration_held_out = False  # calibration windows may come from the scored text
 

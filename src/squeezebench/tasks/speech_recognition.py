@@ -135,7 +135,7 @@ class SpeechRecognition(Task):
     version = 1
     auto_class = "AutoModelForSpeechSeq2Seq"  # or AutoModelForCTC: auto_class_for(config) picks per model
     primary_metric = "wer"
-    metrics = ("wer", "cer", "transcript_agreement", "decoder_ms_per_token", "real_time_factor")
+    metrics = ("wer", "cer", "transcript_agreement", "real_time_factor", "decoder_ms_per_token")
     default_dataset = "audio-dir:../shared/data/librispeech-sample"
     input_kind = "audio"
     needs_labels = False

@@ -89,7 +89,7 @@ class TextGeneration(text_common.TextTask):
     version = 1
     auto_class = "AutoModelForCausalLM"  # AutoModelForSeq2SeqLM for encoder-decoder configs (auto_class_for)
     primary_metric = "bleu"
-    metrics = ("bleu", "chrf", "rouge_l", "output_agreement", "time_to_first_token", "decode_tokens_per_s")
+    metrics = ("bleu", "chrf", "rouge_l", "output_agreement", "decode_tokens_per_s", "time_to_first_token")
     default_dataset = "bbc-headlines"
     input_names = ("input_ids",)
     input_kind = "text"
