@@ -20,7 +20,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks.base import EvalResult, Task, register_task
-from squeezebench.tasks.data_audio import audio_duration_s, load_audio
+from squeezebench.tasks.data_audio import audio_duration_s, audio_rows, load_audio
 from squeezebench.tasks.metrics import (CER, DECODER_MS, RTF, TRANSCRIPT_AGREEMENT, WER, bootstrap_ci, metric_value)
 
 MAX_NEW_TOKENS = 128  # greedy decoding limit per utterance (Whisper)
@@ -144,6 +144,9 @@ class SpeechRecognition(Task):
 
     def auto_class_for(self, config) -> str:
         return auto_class_for(config)
+
+    def examples_from_rows(self, rows, options):
+        return audio_rows(rows, options)  # an audio column (path or decoded samples) and a transcript
 
     # --- model side -------------------------------------------------------------------------------
     def attach_preprocessing(self, bundle, where, kwargs):
