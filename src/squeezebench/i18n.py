@@ -50,7 +50,6 @@ RU: dict[str, str] = {
     "TTFT ms": "TTFT ms",
     "% of memory bandwidth": "% пропускной способности памяти",
     "perplexity": "перплексия",
-    "exact match": "точное совпадение",
     # notes under the table
     "{team} · {model} · {device}: {where}; {threads} threads; inputs {shape}; {warmup} warm-up runs, then ≥ "
     "{min_iters} runs and ≥ {min_time} s ({timer}); cells are median ± std (ms); torch {torch}, transformers "
