@@ -26,6 +26,8 @@ RU: dict[str, str] = {
     "— (failed: {error})": "— (ошибка: {error})",
     "— (no GPU run)": "— (без запуска на GPU)",
     "{ratio}× of original": "{ratio}× от оригинала",
+    "{value} pt": "{value} п.",
+    "{value} pp": "{value} п.п.",
     # flags
     "slower than original on {device}": "медленнее оригинала на {device}",
     "machine busy during {device} timing (others used {cores} cores)":

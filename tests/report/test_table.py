@@ -183,7 +183,7 @@ def test_error_rates_show_in_percent_with_a_delta_in_percentage_points(tmp_path)
     # the task's order (wer, cer, transcript_agreement, real_time_factor), not the record's
     assert "WER 12.34 % [7.34–17.34] (+2.5 pp); CER 6.10 %; same transcript 0.7500; RTF 0.123 ⚠" in int8
     ru = table([tmp_path], lang="ru")
-    assert "WER 12.34 % [7.34–17.34] (+2.5 pp); CER 6.10 %; та же транскрипция 0.7500" in ru
+    assert "WER 12.34 % [7.34–17.34] (+2.5 п.п.); CER 6.10 %; та же транскрипция 0.7500" in ru
 
 
 def test_a_newly_registered_metric_shows_from_its_own_declaration(tmp_path):

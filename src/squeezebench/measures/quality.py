@@ -16,7 +16,8 @@ from squeezebench.measures.base import Column, Measure, MeasureSession, Row, ok,
 from squeezebench.registry import Registry
 from squeezebench.results.schema import MetricValue, Quality
 
-DELTAS = ("pt", "pp", "%")  # Δ vs the original: points of a fraction x100, percentage points, relative change
+# Δ vs the original: points of a fraction x100 ("pt"), percentage points ("pp"), relative change ("%")
+DELTAS = {"pt": "{value} pt", "pp": "{value} pp", "%": ""}
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Metric:
     def delta_text(self, new: float, old: float) -> str:
         if self.delta == "%":
             return pct(new, old)
-        return f"{(new - old) * 100:+.1f} {self.delta}"
+        return tr(DELTAS[self.delta], value=f"{(new - old) * 100:+.1f}")
 
 
 METRICS: Registry[Metric] = Registry("metric")
