@@ -48,5 +48,7 @@ def test_translate_recognises_flags_written_in_english():
         assert translate("3 transcripts reached the 128-token limit") == "3 транскрипций достигли предела в 128 токенов"
         assert (translate("chance-level: accuracy CI 0.150-0.400 reaches chance 0.250")
                 == "на уровне случайного: доверительный интервал accuracy 0.150-0.400 достигает случайного уровня 0.250")
+        assert (translate("2 word(s) beyond --seq-len 16 tokens (or without a sub-token) predicted O")
+                == "2 слов(а) за пределами --seq-len 16 токенов (или без подтокена) размечены как O")
         assert translate("something no template made") == "something no template made"
     assert translate("slower than original on CPU") == "slower than original on CPU"

@@ -39,6 +39,9 @@ RU: dict[str, str] = {
         "не сжата в памяти: при инференсе веса хранятся в полной точности",
     "{n} transcripts reached the {limit}-token limit": "{n} транскрипций достигли предела в {limit} токенов",
     "every generated text is empty": "все сгенерированные тексты пусты",
+    "{n} word(s) beyond --seq-len {seq_len} tokens (or without a sub-token) predicted O":
+        "{n} слов(а) за пределами --seq-len {seq_len} токенов (или без подтокена) размечены как O",
+    "roofline not computed: {why}": "доля пропускной способности не вычислена: {why}",
     "untrained weights: {names} newly initialised by the loader":
         "необученные веса: {names} заново инициализированы загрузчиком",
     "chance-level: accuracy CI {low}-{high} reaches chance {chance}":
