@@ -100,7 +100,7 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
     # datasets are loaded here once, so a bad dataset fails before any variant runs
     from squeezebench.tasks.data import load_dataset
 
-    ds = load_dataset(config.dataset, config.dataset_options).subset(p.limit, p.seed)
+    ds = load_dataset(config.dataset, config.dataset_options, task.examples_from_rows).subset(p.limit, p.seed)
     task.check_dataset(ds)
     # the original first, so that the others can be compared with it
     chains.sort(key=lambda c: c[0] != "original")

@@ -51,10 +51,10 @@ def _setup(job: Job):
     return TASKS.get(job.task), Protocol.from_dict(job.protocol), chain_from_links(job.chain)
 
 
-def _dataset(job: Job, protocol, with_rest: bool = False):
+def _dataset(job: Job, task, protocol, with_rest: bool = False):
     from squeezebench.tasks.data import DatasetOptions, load_dataset
 
-    full = load_dataset(job.dataset, DatasetOptions(**job.dataset_options))
+    full = load_dataset(job.dataset, DatasetOptions(**job.dataset_options), task.examples_from_rows)
     subset = full.subset(protocol.limit, protocol.seed)
     return (subset, full.rest(subset)) if with_rest else subset
 
@@ -84,7 +84,7 @@ def build(job: Job) -> dict[str, Any]:
         return {"status": "ok", "runtime": "onnxruntime", "load_source_s": time.perf_counter() - t0,
                 "transform_s": 0.0, "notes": extra["notes"],
                 **_build_sections(directory, weight_files, extra["parameters"], extra["facts"])}
-    dataset, rest = _dataset(job, protocol, with_rest=True)
+    dataset, rest = _dataset(job, task, protocol, with_rest=True)
     t0 = time.perf_counter()
     bundle = load_model(job.source, task, num_labels=len(dataset.label_names or []) or None)
     load_s = time.perf_counter() - t0
@@ -167,7 +167,7 @@ def measure(job: Job) -> dict[str, Any]:
             t0 = time.perf_counter()
             session.bundle, session.executable = load_artifact(Path(job.artifact_dir), task, device, protocol.threads)
             load_s = time.perf_counter() - t0
-        session.data = task.prepare(_dataset(job, protocol), session.bundle, protocol)
+        session.data = task.prepare(_dataset(job, task, protocol), session.bundle, protocol)
         session.inputs = task.example_inputs(session.bundle, session.data, protocol)
         reference_problem = None
         if not job.is_original:

@@ -62,7 +62,8 @@ def test_update_twice_keeps_others_byte_for_byte_and_replaces_ours(tmp_path, cap
     ours = [l for l in once.splitlines() if parse_marker(l)]
     assert len(ours) == 2 and "fp16" in ours[1] and "80.00 ± 0.10" in ours[1]
     assert once.index(OTHERS[-1]) < once.index(ours[0])  # appended after the others' rows
-    assert "<!-- sb:notes team=alpha -->" in once and "cpu-x; 2 threads" in once  # the protocol line under the table
+    assert "<!-- sb:notes team=alpha -->" in once and "cpu-x; потоков: 2" in once  # the protocol line, in Russian
+    assert "× от оригинала" in ours[1] and "of original" not in once  # the cells too
 
     # a second update with newer results: rows replaced in place, not duplicated; the rest unchanged
     second = _results(tmp_path, "second", cpu_fp16=70.0)
@@ -129,10 +130,10 @@ def test_different_thread_counts_merge_into_groups_without_cross_deltas(tmp_path
     ours = {split_cells(l)[1]: l for l in merged.splitlines() if parse_marker(l)}
     assert len([l for l in merged.splitlines() if parse_marker(l)]) == 4
     # Δ only within a thread count: fp16 (1 thread) vs the 1-thread original 40 ms, int8 vs the 2-thread 25 ms
-    assert "0.50× of original" in ours["fp16"] and "1.25× of original" in ours["int8"]
+    assert "0.50× от оригинала" in ours["fp16"] and "1.25× от оригинала" in ours["int8"]  # the course table is in Russian
     assert "(G1)" in ours["fp16"] and "(G2)" in ours["int8"]
     assert "threads=1" in merged and "threads=2" in merged  # the group lines say what differs
-    assert "alpha · m · CPU: cpu-x; 1 threads" in merged and "alpha · m · CPU: cpu-x; 2 threads" in merged
+    assert "alpha · m · CPU: cpu-x; потоков: 1" in merged and "alpha · m · CPU: cpu-x; потоков: 2" in merged
 
 
 def test_same_protocol_other_hardware_gets_no_delta_and_says_so(tmp_path):

@@ -140,3 +140,59 @@ def test_same_model_name_other_files_are_separate_rows(tmp_path):
                           _with(record("t", "original", "cpu", 30.0, 4_000_000, 0.8), fingerprint="bbbb")])
     md = table([tmp_path])
     assert "m (aaaa)" in md and "m (bbbb)" in md
+
+
+def test_russian_translates_cells_flags_and_notes(two_teams):
+    ru = table(two_teams, lang="ru")
+    fp16_line = next(l for l in ru.splitlines() if "| fp16 |" in l)
+    assert "0.50× от оригинала" in fp16_line and "⚠ медленнее оригинала на CPU" in fp16_line
+    assert "of original" not in fp16_line and "slower" not in fp16_line
+    beta_orig = next(l for l in ru.splitlines() if "[beta] | original" in l)
+    assert "— (пропущен: no CUDA device visible to PyTorch)" in beta_orig  # the reason is the method's own words
+    int8 = next(l for l in ru.splitlines() if "[beta] | int8" in l)
+    assert "⚠ не сжата: сохранённые веса не меньше, чем у оригинала" in int8
+    notes = [l for l in ru.splitlines() if l.startswith("- ")]
+    assert any("потоков: 2" in n and "прогревочных запусков" in n for n in notes)
+    assert notes[-1].startswith("- Размер весов: байты сохранённых файлов весов")
+    assert "threads" not in ru and "Weights size" not in ru
+    assert "slower than original on CPU" in table(two_teams)  # English is unchanged
+    rows = json.loads(table(two_teams, fmt="json", lang="ru"))  # JSON stays machine-readable English
+    assert "slower than original on CPU" in next(r for r in rows if r["method"] == "fp16")["flags"]
+
+
+def _speech(method, wer, cer, agreement=None):
+    metrics = {"wer": {"value": wer, "unit": "fraction", "higher_is_better": False, "ci95": [wer - 0.05, wer + 0.05]},
+               "real_time_factor": {"value": 0.1234, "unit": "ratio", "higher_is_better": False},
+               "cer": {"value": cer, "unit": "fraction", "higher_is_better": False}}
+    if agreement is not None:
+        metrics["transcript_agreement"] = {"value": agreement, "unit": "fraction"}
+    rec = record("s", method, "cpu", 10.0, 4_000_000, 0.0)
+    rec["task"] = {"name": "speech-recognition"}
+    rec["quality"] = {"primary": "wer", "metrics": metrics, "flags": []}
+    return rec
+
+
+def test_error_rates_show_in_percent_with_a_delta_in_percentage_points(tmp_path):
+    write(tmp_path, "s", [_speech("original", 0.0981, 0.05), _speech("int8", 0.1234, 0.061, 0.75)])
+    rows = {r["method"]: r for r in json.loads(table([tmp_path], fmt="json"))}
+    assert rows["int8"]["quality_value"] == 0.1234  # stored and exported as a fraction
+    md = table([tmp_path])
+    orig = next(l for l in md.splitlines() if "| original |" in l)
+    int8 = next(l for l in md.splitlines() if "| int8 |" in l)
+    assert "WER 9.81 % [4.81–14.81]; CER 5.00 %; RTF 0.123 |" in orig
+    # the task's order (wer, cer, transcript_agreement, real_time_factor), not the record's
+    assert "WER 12.34 % [7.34–17.34] (+2.5 pp); CER 6.10 %; same transcript 0.7500; RTF 0.123 ⚠" in int8
+    ru = table([tmp_path], lang="ru")
+    assert "WER 12.34 % [7.34–17.34] (+2.5 п.п.); CER 6.10 %; та же транскрипция 0.7500" in ru
+
+
+def test_a_newly_registered_metric_shows_from_its_own_declaration(tmp_path):
+    from squeezebench.measures.quality import METRICS, Metric, register_metric
+
+    if "toy_share_of_vowels" not in METRICS:
+        register_metric(Metric("toy_share_of_vowels", "fraction", True, 1, "a metric of this test only",
+                               label="vowels", scale=100.0, suffix=" %", decimals=1))
+    rec = record("alpha", "original", "cpu", 40.0, 4_000_000, 0.9)
+    rec["quality"]["metrics"]["toy_share_of_vowels"] = {"value": 0.4567, "unit": "fraction"}
+    write(tmp_path, "alpha", [rec])
+    assert "accuracy 0.9000 [0.8800–0.9200]; vowels 45.7 % |" in table([tmp_path])

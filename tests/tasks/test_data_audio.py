@@ -6,7 +6,10 @@ import pytest
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks.data import DatasetOptions, load_dataset
 from squeezebench.tasks.data_audio import audio_duration_s, load_audio
+from squeezebench.tasks import TASKS
 from tests.helpers_speech import TRANSCRIPTS, librispeech_dir, write_tone
+
+SPEECH = TASKS.get("speech-recognition")
 
 
 def test_audio_dir_reads_librispeech_layout(tmp_path):
@@ -61,16 +64,22 @@ def test_undecodable_audio_is_one_line(tmp_path):
 def test_csv_and_jsonl_audio_rows(tmp_path):
     write_tone(tmp_path / "x.flac", 0.3)
     (tmp_path / "rows.csv").write_text("path,sentence\nx.flac,HELLO THERE\n")
-    ds = load_dataset(f"csv:{tmp_path / 'rows.csv'}", DatasetOptions(text_column="sentence", audio_column="path"))
+    ds = load_dataset(f"csv:{tmp_path / 'rows.csv'}", DatasetOptions(text_column="sentence", audio_column="path"),
+                      SPEECH.examples_from_rows)
     assert ds.examples == [{"audio": str(tmp_path / "x.flac"), "text": "HELLO THERE", "id": "x"}]
     (tmp_path / "rows.jsonl").write_text(json.dumps({"audio": str(tmp_path / "x.flac"), "text": "HI"}) + "\n")
-    assert load_dataset(f"jsonl:{tmp_path / 'rows.jsonl'}").examples[0]["text"] == "HI"
+    assert load_dataset(f"jsonl:{tmp_path / 'rows.jsonl'}", DatasetOptions(),
+                        SPEECH.examples_from_rows).examples[0]["text"] == "HI"
+    # the speech task reads the audio column; the shared loader alone reads text rows (no sniffing of columns)
+    assert load_dataset(f"jsonl:{tmp_path / 'rows.jsonl'}").examples == [{"text": "HI"}]
+    with pytest.raises(SqueezebenchError, match="has no column 'audio' .*pass --audio-column"):
+        load_dataset(f"csv:{tmp_path / 'rows.csv'}", DatasetOptions(text_column="sentence"), SPEECH.examples_from_rows)
 
 
 def test_csv_audio_row_with_missing_file(tmp_path):
     (tmp_path / "rows.csv").write_text("audio,text\nnope.flac,HELLO\n")
     with pytest.raises(SqueezebenchError, match=r"row 1: audio file .*nope.flac' does not exist"):
-        load_dataset(f"csv:{tmp_path / 'rows.csv'}")
+        load_dataset(f"csv:{tmp_path / 'rows.csv'}", DatasetOptions(), SPEECH.examples_from_rows)
 
 
 def test_decoded_audio_dicts(tmp_path):

@@ -55,3 +55,19 @@ def test_every_task_lists_registered_metrics_with_its_primary_first():
     for name, task in TASKS.items():
         assert task.metrics and task.metrics[0] == task.primary_metric, name
         assert all(m in METRICS for m in task.metrics), name
+
+
+def test_every_task_lists_registered_metrics_and_every_metric_has_a_label():
+    from squeezebench.tasks import TASKS
+
+    for name, task in TASKS.items():
+        assert task.primary_metric in task.metrics, name
+        for metric in task.metrics:
+            assert metric in METRICS, f"{name} lists unregistered metric {metric!r}"
+    for name, metric in METRICS.items():
+        assert metric.label and metric.decimals >= 0, name
+    wer = METRICS.get("wer")
+    assert (wer.text(0.0981), wer.delta_text(0.1234, 0.0981)) == ("9.81 %", "+2.5 pp")
+    acc = METRICS.get("accuracy")
+    assert (acc.text(0.9), acc.delta_text(0.89, 0.9)) == ("0.9000", "-1.0 pt")
+    assert METRICS.get("bleu").title() == "BLEU" and METRICS.get("perplexity").delta_text(22.0, 20.0) == "+10 %"

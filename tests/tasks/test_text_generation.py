@@ -252,7 +252,7 @@ def test_run_end_to_end_writes_a_table(tmp_path, tiny_llama_dir, pairs_jsonl, ca
                  "--warmup", "1", "--out", str(out), "--team", "t"])
     table = capsys.readouterr().out
     assert code == 0
-    assert "bleu" in table and "chrF" in table and "ROUGE-L" in table and "int8-dynamic" in table
+    assert "BLEU " in table and "bleu" not in table and "chrF" in table and "ROUGE-L" in table and "int8-dynamic" in table
     records = [r for f in (out / "t").glob("run-*.json") for r in json.loads(f.read_text())["records"]]
     by = {r["method"]: r for r in records}
     assert by["original"]["status"] == "ok", by["original"]

@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 
+from squeezebench.i18n import tr
 from squeezebench.registry import Registry
 from squeezebench.results.schema import Record, Section
 
@@ -175,10 +176,10 @@ def pct(new: float, old: float) -> str:
 def status_text(rec: Optional[Record]) -> str:
     """Why a cell is empty: not run, skipped (reason), failed (error)."""
     if rec is None:
-        return "— (not run)"
+        return tr("— (not run)")
     if rec.status == "skipped":
-        return f"— (skipped: {rec.reason})"
-    return f"— (failed: {str(rec.error)[:160]})"
+        return tr("— (skipped: {reason})", reason=rec.reason)
+    return tr("— (failed: {error})", error=str(rec.error)[:160])
 
 
 def ok(rec: Optional[Record]) -> bool:

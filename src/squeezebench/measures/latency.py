@@ -16,6 +16,7 @@ import torch
 
 from squeezebench.measures.base import (SLOWER_THRESHOLD, Column, Measure, MeasureSession, Row, ok, register_measure,
                                         status_text)
+from squeezebench.i18n import tr
 from squeezebench.results.schema import Latency
 
 HIGH_CV = 0.10
@@ -117,7 +118,7 @@ def _latency_cell(dev: str) -> Callable[[Row], str]:
             text += f" {lat.unit_of_work.describe()}"
         ref = row.original.get(dev)
         if ref is not None and not row.is_original:
-            text += f" ({ref.latency.median / lat.median:.2f}× of original)"
+            text += f" ({tr('{ratio}× of original', ratio=f'{ref.latency.median / lat.median:.2f}')})"
         return text
     return cell
 

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from squeezebench.hardware.memory import MB, current_rss_mb, peak_rss_mb
 from squeezebench.measures.base import Column, Measure, MeasureSession, Row, ok, pct, register_measure
+from squeezebench.i18n import tr
 from squeezebench.results.schema import Memory
 
 
@@ -64,7 +65,7 @@ def _ram_cell(row: Row) -> str:
 
 def _vram_cell(row: Row) -> str:
     if not ok(row.gpu):
-        return "—" if row.gpu is None else "— (no GPU run)"
+        return "—" if row.gpu is None else tr("— (no GPU run)")
     vram = row.gpu.memory.vram.peak_reserved_mb
     text = f"{vram:.0f}"
     ref = row.original.get("gpu")

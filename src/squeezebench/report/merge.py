@@ -21,6 +21,7 @@ from typing import Optional
 from urllib.parse import quote, unquote
 
 from squeezebench.errors import SqueezebenchError
+from squeezebench.i18n import language
 from squeezebench.measures import Row
 from squeezebench.report.table import (BEGIN, END, LANGS, _columns, group_notes, headers, imported, protocol_notes,
                                        row_cells)
@@ -99,14 +100,15 @@ def _key(ident: dict[str, str]) -> tuple:
 
 
 def row_line(row: Row, lang: str) -> str:
-    cells = row_cells(row, _columns(False), multi_team=True)
+    with language(lang):
+        cells = row_cells(row, _columns(False), multi_team=True)
     cells[0] = marker(identity(row)) + " " + cells[0]
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 
 
 def notes_block(team: str, rows: list[Row], lang: str) -> list[str]:
     ident = f"team={quote(team, safe='')}"
-    body = group_notes(rows) if any(r.groups_of_model > 1 for r in rows) else []
+    body = group_notes(rows, lang) if any(r.groups_of_model > 1 for r in rows) else []
     body += protocol_notes(rows, lang)
     return [f"<!-- sb:notes {ident} -->"] + [f"- {n}" for n in body] + [f"<!-- /sb:notes {ident} -->"]
 

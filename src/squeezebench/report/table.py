@@ -12,14 +12,15 @@ import json
 import logging
 from pathlib import Path
 
+import squeezebench.tasks  # noqa: F401  (registers the built-in tasks and metrics: the quality cell's forms and order)
 from squeezebench.errors import SqueezebenchError
+from squeezebench.i18n import LANGS, language, tr
 from squeezebench.measures import MEASURES, Row
 from squeezebench.measures.base import all_columns, ok
 from squeezebench.results import Record, iter_records
 
 log = logging.getLogger(__name__)
 
-LANGS = ("en", "ru")
 FIXED_HEADERS = {"en": ["Model", "Method"], "ru": ["Модель", "Метод"]}
 BEGIN, END = "<!-- squeezebench:table -->", "<!-- /squeezebench:table -->"
 
@@ -138,17 +139,21 @@ def protocol_notes(rows: list[Row], lang: str = "en") -> list[str]:
             env, p, lat = rec.environment, rec.protocol, rec.latency
             shape = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in rec.input_shapes.items())
             where = env.gpu if dev == "gpu" else env.cpu
-            line = (f"{row.team} · {row.model} · {dev.upper()}: {where}; {rec.runtime.threads} threads; "
-                    f"inputs {shape}; {p.warmup_iters} warm-up runs, then ≥ {p.min_iters} runs and ≥ "
-                    f"{p.min_time_s:g} s ({lat.timer}); cells are median ± std (ms); "
-                    f"torch {env.torch}, transformers {env.transformers}")
+            with language(lang):
+                line = tr("{team} · {model} · {device}: {where}; {threads} threads; inputs {shape}; {warmup} warm-up "
+                          "runs, then ≥ {min_iters} runs and ≥ {min_time} s ({timer}); cells are median ± std (ms); "
+                          "torch {torch}, transformers {transformers}", team=row.team, model=row.model,
+                          device=dev.upper(), where=where, threads=rec.runtime.threads, shape=shape,
+                          warmup=p.warmup_iters, min_iters=p.min_iters, min_time=f"{p.min_time_s:g}", timer=lat.timer,
+                          torch=env.torch, transformers=env.transformers)
             if line not in seen:
                 seen.add(line)
                 notes.append(line)
-    notes.append("Weights size: bytes of the saved weight files (10^6 bytes = 1 MB) and bits per parameter; "
-                 "RAM: peak RSS (VmHWM) during artifact load and timed inference minus RSS after imports; "
-                 "VRAM: peak reserved by PyTorch; quality: value [95 % bootstrap interval]; Δ vs the model's "
-                 "original measured in the same environment.")
+    with language(lang):
+        notes.append(tr("Weights size: bytes of the saved weight files (10^6 bytes = 1 MB) and bits per parameter; "
+                        "RAM: peak RSS (VmHWM) during artifact load and timed inference minus RSS after imports; "
+                        "VRAM: peak reserved by PyTorch; quality: value [95 % bootstrap interval]; Δ vs the model's "
+                        "original measured in the same environment."))
     return notes
 
 
@@ -197,7 +202,8 @@ def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_colum
     multi_team = len({r.team for r in rows}) > 1
     multi_group = any(r.groups_of_model > 1 for r in rows)
     cols = _columns(extra_columns)
-    cells = [row_cells(r, cols, multi_team) for r in rows]
+    with language(lang):
+        cells = [row_cells(r, cols, multi_team) for r in rows]
     head = headers(lang, extra_columns)
     if fmt == "csv":
         buf = io.StringIO()
@@ -210,7 +216,7 @@ def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_colum
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
     if multi_group:
-        lines += [""] + [f"- {n}" for n in group_notes(rows)]
+        lines += [""] + [f"- {n}" for n in group_notes(rows, lang)]
     lines += [""] + [f"- {n}" for n in protocol_notes(rows, lang)]
     return "\n".join(lines) + "\n"
 
@@ -220,7 +226,7 @@ def _model_cell(row: Row, multi_team: bool, multi_group: bool) -> str:
     return text + (f" (G{row.group_index + 1})" if row.groups_of_model > 1 else "")
 
 
-def group_notes(rows: list[Row]) -> list[str]:
+def group_notes(rows: list[Row], lang: str = "en") -> list[str]:
     """One line per comparability group: rows of different groups were measured under different protocols, data or
     model files, and no Δ pairs across them."""
     notes: dict[tuple, str] = {}
@@ -230,8 +236,10 @@ def group_notes(rows: list[Row]) -> list[str]:
             what = (f"{rec.imported.note} (from {rec.imported.source}, line {rec.imported.line}); protocol unknown"
                     if rec.imported is not None else rec.protocol_summary())
             notes[key] = f"{row.model} [{row.team}] G{row.group_index + 1}: {what}"
-    return ["Rows of one model in different groups (G1, G2, ...) were measured under different protocols, data or "
-            "model files: Δ only within a group."] + [notes[k] for k in sorted(notes)]
+    with language(lang):
+        head = tr("Rows of one model in different groups (G1, G2, ...) were measured under different protocols, "
+                  "data or model files: Δ only within a group.")
+    return [head] + [notes[k] for k in sorted(notes)]
 
 
 def table(directories: list[Path], fmt: str = "markdown", lang: str = "en", extra_columns: bool = False) -> str:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 from squeezebench.errors import SqueezebenchError
+from squeezebench.measures.quality import METRIC_ORDER
 from squeezebench.registry import Registry
-from squeezebench.tasks.data import Dataset
+from squeezebench.tasks.data import Dataset, DatasetOptions, Rows, text_rows
 
 if TYPE_CHECKING:
     from squeezebench.protocol import Protocol
@@ -120,11 +121,12 @@ class Task:
     version: int = 1
     auto_class: str = "AutoModel"
     primary_metric: str = ""
-    metrics: tuple[str, ...] = ()  # every metric evaluate() may record, for listings (primary first)
+    metrics: tuple[str, ...] = ()  # every metric evaluate() may record: listings and the quality cell's order
     default_dataset: str = "bbc-news"
     input_names: tuple[str, ...] = ()
     output_kind: str = "logits"  # what wrap() returns: "logits" (last dim = classes) or "embedding"
-    input_kind: str = "text"  # what each example carries for the model: "text", "image" or "audio"
+    input_kind: str = "text"  # what each example carries for the model: "text", "image", "audio" (or its own)
+    example_fields: tuple[str, ...] = ()  # other fields every example must carry (a new shape's own, e.g. "answer")
     needs_labels: bool = False  # every example must have a label
     labels_from_model: bool = False  # the model's own head names the classes (id2label); a base model gets a new head
     calibration_held_out: bool = True  # calibration inputs come from data that is never scored
@@ -141,6 +143,9 @@ class Task:
         """Fail before any variant runs when the data cannot serve this task (one-line error)."""
         if any(self.input_kind not in ex for ex in dataset.examples):
             raise SqueezebenchError(f"dataset {dataset.spec!r} has no {self.input_kind}, which {self.name} needs")
+        for name in self.example_fields:
+            if any(name not in ex for ex in dataset.examples):
+                raise SqueezebenchError(f"dataset {dataset.spec!r} has no {name}, which {self.name} needs")
         if self.needs_labels and any("label" not in ex for ex in dataset.examples):
             raise SqueezebenchError(f"dataset {dataset.spec!r} has no labels, which {self.name} needs "
                                     "(pass --label-column)")
@@ -162,6 +167,12 @@ class Task:
         raise NotImplementedError
 
     # --- data side --------------------------------------------------------------------------------
+    def examples_from_rows(self, rows: Rows, options: DatasetOptions) -> Dataset:
+        """This task's examples from a tabular dataset's rows (csv, jsonl, hf): its columns -> its example fields
+        (``input_kind``, ``example_fields``). Default: text, an optional label and reference (tasks.data.text_rows).
+        A task's own folder layouts are dataset kinds its module registers (``DATASETS.register``)."""
+        return text_rows(rows, options)
+
     def prepare(self, dataset: Dataset, bundle, protocol: Protocol) -> Any:
         """Check and split the dataset for this task (raises SqueezebenchError on unusable data)."""
         return dataset
@@ -205,4 +216,5 @@ TASKS: Registry[Task] = Registry("task")
 
 def register_task(cls: type[Task]) -> type[Task]:
     TASKS.register(cls.name, cls())
+    METRIC_ORDER[cls.name] = tuple(cls.metrics)  # the quality cell shows them in this order
     return cls

@@ -2,7 +2,11 @@
 
 Dataset strings say their kind explicitly: ``bbc-news``, ``csv:PATH``, ``jsonl:PATH``, ``text-dir:PATH``,
 ``image-dir:PATH`` (one sub-folder per class), ``imagenet-sample:PATH`` (``<wnid>_<name>.JPEG`` files),
-``hf:NAME[:SPLIT]``. ``bbc-headlines`` lives in data_text.py, ``conll:PATH`` in data_conll.py.
+``hf:NAME[:SPLIT]``. ``bbc-headlines`` lives in data_text.py, ``conll:PATH`` in data_conll.py, ``audio-dir:PATH`` in
+data_audio.py: a task's own folder layouts are registered by its modules.
+
+This module reads; it does not know the tasks' shapes. Tabular kinds (csv, jsonl, hf) return ``Rows``, and the
+task's ``examples_from_rows`` (its columns -> its example fields; ``text_rows`` by default) makes the examples.
 
 Text files are read as UTF-8 (a BOM is allowed) and nothing else: a file in another encoding (e.g. Latin-1)
 is refused with the position of the first bad byte and how to convert it, rather than decoded by a guess
@@ -32,11 +36,17 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FILE_FIELDS = ("image", "audio")  # example fields that hold a path to the data itself
 
 
+# example fields the fingerprint has always read; any other field an example carries (a task's own shape, e.g.
+# question and context) is hashed too. audio, id and tokens are left out as before (text and tags stand for them).
+FINGERPRINT_FIELDS = ("target", "tags")
+NOT_FINGERPRINTED = ("text", "image", "label", "audio", "id", "tokens") + FINGERPRINT_FIELDS
+
+
 @dataclass
 class Dataset:
-    """Examples are dicts with ``text`` or ``image`` (a path) and, when labelled, an int ``label``; generation
-    examples carry a reference ``target`` string, token-classification ones ``tokens`` and their ``tags``
-    (indices into ``label_names``)."""
+    """Examples are dicts of the fields their task declares (``Task.example_fields``): ``text`` or ``image`` (a
+    path) and, when labelled, an int ``label``; generation examples carry a reference ``target`` string,
+    token-classification ones ``tokens`` and their ``tags`` (indices into ``label_names``), speech ones ``audio``."""
 
     spec: str
     examples: list[dict[str, Any]]
@@ -48,9 +58,11 @@ class Dataset:
         for ex in self.examples:
             h.update(str(ex.get("text", ex.get("image", ""))).encode("utf-8", "replace"))
             h.update(str(ex.get("label", "")).encode())
-            for key in ("target", "tags"):  # references of generation and token-classification examples
+            for key in FINGERPRINT_FIELDS:  # references of generation and token-classification examples
                 if key in ex:
                     h.update(f"{key}={ex[key]}".encode("utf-8", "replace"))
+            for key in sorted(k for k in ex if k not in NOT_FINGERPRINTED):
+                h.update(f"{key}={ex[key]}".encode("utf-8", "replace"))
         return h.hexdigest()[:16]
 
     def content_fingerprint(self) -> str:
@@ -136,15 +148,31 @@ class DatasetOptions:
     audio_column: str = "audio"
 
 
-DATASETS: Registry[Callable[[str, DatasetOptions], Dataset]] = Registry("dataset kind")
+@dataclass
+class Rows:
+    """What a tabular kind (csv, jsonl, hf) read: its rows as dicts, the columns in order, and the Hugging Face
+    features when there are any (class names of label columns). A task turns them into its examples."""
+
+    spec: str
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    features: Any = None
 
 
-def load_dataset(spec: str, options: DatasetOptions = DatasetOptions()) -> Dataset:
-    """Load a dataset from its string; raises a one-line error for missing files, columns or emptiness."""
+RowsAdapter = Callable[[Rows, DatasetOptions], Dataset]
+DATASETS: Registry[Callable[[str, DatasetOptions], "Dataset | Rows"]] = Registry("dataset kind")
+
+
+def load_dataset(spec: str, options: DatasetOptions = DatasetOptions(),
+                 examples_from_rows: Optional[RowsAdapter] = None) -> Dataset:
+    """Load a dataset from its string; raises a one-line error for missing files, columns or emptiness.
+    ``examples_from_rows`` (the task's, default ``text_rows``) makes the examples of a tabular kind's rows."""
     kind, sep, arg = spec.partition(":")
     if not sep:
         kind, arg = spec, ""
     ds = DATASETS.get(kind)(arg, options)
+    if isinstance(ds, Rows):
+        ds = (examples_from_rows or text_rows)(ds, options)
     if not ds.examples:
         raise SqueezebenchError(f"dataset {spec!r} is empty; point it at data with at least one example")
     ds.spec = spec
@@ -165,17 +193,21 @@ def _label_sort_key(name: str) -> tuple:
     return (not is_int, int(name) if is_int else 0, name)
 
 
-def _labelled(rows: list[dict], spec: str, options: DatasetOptions, available: list[str]) -> Dataset:
-    if options.audio_column in available:  # speech rows (audio path + transcript)
-        from squeezebench.tasks.data_audio import audio_rows
+def require_columns(table: Rows, wanted: list[tuple[Optional[str], str]]) -> None:
+    """One line naming the first missing column, the columns there are, and the option (or fix) that picks one."""
+    for column, what in wanted:
+        if column is not None and column not in table.columns:
+            raise SqueezebenchError(f"dataset {table.spec!r} has no column {column!r} (columns: "
+                                    f"{', '.join(table.columns)}); pass {what}")
 
-        return audio_rows(rows, spec, options, available)
+
+def text_rows(table: Rows, options: DatasetOptions) -> Dataset:
+    """The text tasks' examples: ``text`` (``--text-column`` or ``--input-column``), an int ``label`` when the
+    ``--label-column`` exists, a reference ``target`` with ``--target-column``."""
+    rows, spec, available = table.rows, table.spec, table.columns
     text_column = options.input_column or options.text_column
     flag = "--input-column" if options.input_column else "--text-column"
-    for column, what in ((text_column, flag), (options.target_column, "--target-column")):
-        if column is not None and column not in available:
-            raise SqueezebenchError(
-                f"dataset {spec!r} has no column {column!r} (columns: {', '.join(available)}); pass {what}")
+    require_columns(table, [(text_column, flag), (options.target_column, "--target-column")])
     have_labels = options.label_column is not None and options.label_column in available
     for n, r in enumerate(rows, 1):
         for col in (text_column, options.label_column if have_labels else None):
@@ -216,7 +248,7 @@ def _read_text(path: Path, what: str) -> str:
             f"UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT") from None
 
 
-def _csv(arg: str, options: DatasetOptions) -> Dataset:
+def _csv(arg: str, options: DatasetOptions) -> Rows:
     path = _existing(arg, "CSV file")
     text = _read_text(path, "CSV file")
     if not text.strip():
@@ -229,10 +261,10 @@ def _csv(arg: str, options: DatasetOptions) -> Dataset:
         raise SqueezebenchError(f"CSV file {arg!r} cannot be parsed (line {reader.line_num}: {exc})") from None
     if not rows:
         raise SqueezebenchError(f"CSV file {arg!r} has a header but no rows; add at least one example")
-    return _labelled(rows, f"csv:{arg}", options, cols)
+    return Rows(f"csv:{arg}", rows, cols)
 
 
-def _jsonl(arg: str, options: DatasetOptions) -> Dataset:
+def _jsonl(arg: str, options: DatasetOptions) -> Rows:
     path = _existing(arg, "JSONL file")
     rows: list[dict] = []
     cols: list[str] = []
@@ -250,7 +282,7 @@ def _jsonl(arg: str, options: DatasetOptions) -> Dataset:
             cols.extend(k for k in row if k not in cols)
     if not rows:
         raise SqueezebenchError(f"JSONL file {arg!r} is empty; it needs one JSON object per line")
-    return _labelled(rows, f"jsonl:{arg}", options, cols)
+    return Rows(f"jsonl:{arg}", rows, cols)
 
 
 def _text_dir(arg: str, options: DatasetOptions, root: Optional[Path] = None) -> Dataset:
@@ -302,7 +334,7 @@ def _imagenet_sample(arg: str, options: DatasetOptions) -> Dataset:
     return Dataset(f"imagenet-sample:{arg}", examples, names, {"label_source": "sorted wnid index"})
 
 
-def _hf(arg: str, options: DatasetOptions) -> Dataset:
+def _hf(arg: str, options: DatasetOptions) -> Rows:
     try:
         import datasets
     except ImportError:
@@ -312,11 +344,7 @@ def _hf(arg: str, options: DatasetOptions) -> Dataset:
         ds = datasets.load_dataset(name, split=split or "test")
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; one line for the user
         raise SqueezebenchError(f"cannot load dataset {name!r} from the Hugging Face Hub: {str(exc).splitlines()[0]}") from None
-    if "tokens" in ds.column_names:  # token classification (e.g. conll2003): tokens plus a tag sequence
-        from squeezebench.tasks.data_conll import from_hf
-
-        return from_hf(ds, f"hf:{arg}", options)
-    return _labelled(list(ds), f"hf:{arg}", options, list(ds.column_names))
+    return Rows(f"hf:{arg}", list(ds), list(ds.column_names), ds.features)
 
 
 for _name, _fn in [("bbc-news", _bbc_news), ("csv", _csv), ("jsonl", _jsonl), ("text-dir", _text_dir),

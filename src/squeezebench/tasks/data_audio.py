@@ -1,5 +1,5 @@
-"""Audio: decoding and resampling, and the speech datasets (``audio-dir:PATH`` in the LibriSpeech layout; csv/jsonl
-rows whose ``--audio-column`` names an audio file are read by the csv/jsonl kinds, see ``audio_rows``).
+"""Audio: decoding and resampling, and the speech datasets (``audio-dir:PATH`` in the LibriSpeech layout; csv/jsonl/hf
+rows whose ``--audio-column`` names an audio file become examples in ``audio_rows``, the speech task's adapter).
 
 Examples are dicts ``{"audio": path, "text": transcript, "id": utterance id}``.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, _existing
+from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, Rows, _existing, require_columns
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 
@@ -83,14 +83,13 @@ def _audio_dir(arg: str, options: DatasetOptions) -> Dataset:
     return Dataset(f"audio-dir:{arg}", examples, None, {"transcript_files": len(transcripts), "layout": "librispeech"})
 
 
-def audio_rows(rows: list[dict], spec: str, options: DatasetOptions, columns: list[str]) -> Dataset:
+def audio_rows(table: Rows, options: DatasetOptions) -> Dataset:
     """csv/jsonl rows with an audio path column (relative paths are relative to the file) and a transcript;
     a Hugging Face ``Audio`` column (dicts with ``array`` and ``sampling_rate``) is kept as decoded samples."""
+    rows, spec, columns = table.rows, table.spec, table.columns
     kind, _, arg = spec.partition(":")
     base = Path(arg).expanduser().parent if kind in ("csv", "jsonl") else Path.cwd()
-    for col, flag in ((options.audio_column, "--audio-column"), (options.text_column, "--text-column")):
-        if col not in columns:
-            raise SqueezebenchError(f"dataset {spec!r} has no column {col!r} (columns: {', '.join(columns)}); pass {flag}")
+    require_columns(table, [(options.audio_column, "--audio-column"), (options.text_column, "--text-column")])
     examples = []
     for i, r in enumerate(rows, 1):
         value = r[options.audio_column]

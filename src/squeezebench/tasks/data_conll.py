@@ -1,4 +1,4 @@
-"""Token-classification datasets: ``conll:PATH`` files and Hugging Face datasets with a ``tokens`` column.
+"""Token-classification datasets: ``conll:PATH`` files and rows with a ``tokens`` column (Hugging Face, jsonl).
 
 CoNLL layout: one token per line, its tag in the LAST column (the first column is the token; CoNLL-2003's POS
 and chunk columns in between are ignored), a blank line between sentences, ``-DOCSTART-`` lines skipped.
@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, _existing
+from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, Rows, _existing, text_rows
 
 TAG = re.compile(r"^(O|[BIESLU]-\S+)$")  # IOB1/IOB2/IOBES/BILOU tags
 DEFAULT_TAG_COLUMN = "ner_tags"
@@ -66,16 +66,23 @@ def _conll(arg: str, options: DatasetOptions) -> Dataset:
 
 
 def from_hf(ds: Any, spec: str, options: DatasetOptions) -> Dataset:
-    """A Hugging Face dataset with ``tokens`` and a tag column (``--label-column``, else ``ner_tags``) whose
-    feature is a sequence of class labels (their names become the tag names) or of tag strings."""
-    columns = list(ds.column_names)
+    """A Hugging Face dataset with ``tokens`` and a tag column (see ``token_rows``)."""
+    return token_rows(Rows(spec, list(ds), list(ds.column_names), ds.features), options)
+
+
+def token_rows(table: Rows, options: DatasetOptions) -> Dataset:
+    """The token-classification task's examples: rows with ``tokens`` and a tag column (``--label-column``, else
+    ``ner_tags``) whose feature is a sequence of class labels (their names become the tag names) or of tag strings.
+    Rows without ``tokens`` are read as text rows (and refused by the task's check, which says what it needs)."""
+    if "tokens" not in table.columns:
+        return text_rows(table, options)
+    columns, spec, rows = table.columns, table.spec, table.rows
     column = options.label_column if options.label_column in columns else DEFAULT_TAG_COLUMN
     if column not in columns:
         raise SqueezebenchError(f"dataset {spec!r} has tokens but no tag column {column!r} (columns: "
                                 f"{', '.join(columns)}); pass --label-column")
-    feature = getattr(ds.features[column], "feature", None)
+    feature = getattr(table.features[column], "feature", None) if table.features is not None else None
     class_names = list(getattr(feature, "names", None) or [])
-    rows = list(ds)
     sentences = []
     for row in rows:
         tags = [class_names[t] if class_names else str(t) for t in row[column]]

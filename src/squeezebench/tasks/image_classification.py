@@ -52,7 +52,7 @@ class ImageClassification(Task):
     version = 1
     auto_class = "AutoModelForImageClassification"
     primary_metric = "accuracy"
-    metrics = ("accuracy", "macro_f1", "top5_accuracy", "top1_agreement")
+    metrics = ("accuracy", "macro_f1", "top1_agreement", "top5_accuracy")
     input_names = ("pixel_values",)
     input_kind = "image"
     needs_labels = True

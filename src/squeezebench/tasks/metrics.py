@@ -1,60 +1,78 @@
-"""Metrics: registered once with name, unit, direction and protocol version; bootstrap intervals."""
+"""Metrics: registered once with name, unit, direction, protocol version and display form; bootstrap intervals.
+
+The ``Metric`` type and its registry live in measures.quality (the quality cell reads them; measures never import
+tasks); the built-in metrics are declared here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from squeezebench.registry import Registry
+from squeezebench.measures.quality import METRICS, Metric, register_metric  # noqa: F401  (re-exported)
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20261128
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    unit: str
-    higher_is_better: bool
-    version: int
-    description: str
+def _metric(name: str, unit: str, higher: bool, version: int, description: str, label: str, decimals: int,
+            **display) -> Metric:
+    """Declare a metric: stored unit, direction, protocol version, and its display form (measures.quality.Metric)."""
+    return register_metric(Metric(name, unit, higher, version, description, label, decimals, **display))
 
 
-METRICS: Registry[Metric] = Registry("metric")
+# display forms: fractions as they are with a Δ in points ("pt"); error rates in % with a Δ in percentage points
+POINTS = {"delta": "pt"}
+PERCENT = {"scale": 100.0, "suffix": " %", "delta": "pp"}
 
-
-def _metric(name: str, unit: str, higher: bool, version: int, description: str) -> Metric:
-    return METRICS.register(name, Metric(name, unit, higher, version, description))
-
-
-ACCURACY = _metric("accuracy", "fraction", True, 1, "share of examples whose top-1 prediction equals the label")
-MACRO_F1 = _metric("macro_f1", "fraction", True, 1, "unweighted mean of per-class F1")
-TOP5 = _metric("top5_accuracy", "fraction", True, 1, "share of examples whose label is among the 5 highest scores")
-PERPLEXITY = _metric("perplexity", "ppl", False, 1, "exp of the mean token negative log-likelihood (sliding window)")
-AGREEMENT = _metric("top1_agreement", "fraction", True, 1, "share of top-1 predictions identical to the original variant's")
-COSINE = _metric("cosine_to_original", "cosine", True, 1, "mean cosine similarity of embeddings to the original variant's")
+ACCURACY = _metric("accuracy", "fraction", True, 1, "share of examples whose top-1 prediction equals the label",
+                   "accuracy", 4, **POINTS)
+MACRO_F1 = _metric("macro_f1", "fraction", True, 1, "unweighted mean of per-class F1", "macro-F1", 4, shown=False,
+                   **POINTS)
+TOP5 = _metric("top5_accuracy", "fraction", True, 1, "share of examples whose label is among the 5 highest scores",
+               "top5", 4, **POINTS)
+PERPLEXITY = _metric("perplexity", "ppl", False, 1, "exp of the mean token negative log-likelihood (sliding window)",
+                     "perplexity", 3)
+AGREEMENT = _metric("top1_agreement", "fraction", True, 1,
+                    "share of top-1 predictions identical to the original variant's", "agree", 4, **POINTS)
+COSINE = _metric("cosine_to_original", "cosine", True, 1, "mean cosine similarity of embeddings to the original variant's",
+                 "cos", 4)
 PPL_RATIO = _metric("perplexity_ratio_to_original", "ratio", False, 1,
-                    "perplexity / the original variant's on the same windows (paired bootstrap interval)")
-TTFT = _metric("time_to_first_token", "ms", False, 1, "prompt prefill plus first generated token, median")
-WER = _metric("wer", "fraction", False, 1, "corpus word error rate: (S + D + I) / reference words, normalised texts")
-CER = _metric("cer", "fraction", False, 1, "corpus character error rate: (S + D + I) / reference characters")
+                    "perplexity / the original variant's on the same windows (paired bootstrap interval)",
+                    "perplexity ratio", 3, shown=False)  # the perplexity's Δ % says it
+TTFT = _metric("time_to_first_token", "ms", False, 1, "prompt prefill plus first generated token, median", "TTFT ms", 1,
+               shown=False)
+WER = _metric("wer", "fraction", False, 1, "corpus word error rate: (S + D + I) / reference words, normalised texts",
+              "WER", 2, **PERCENT)
+CER = _metric("cer", "fraction", False, 1, "corpus character error rate: (S + D + I) / reference characters",
+              "CER", 2, **PERCENT)
 TRANSCRIPT_AGREEMENT = _metric("transcript_agreement", "fraction", True, 1,
-                               "share of transcripts identical to the original variant's (before normalisation)")
-DECODER_MS = _metric("decoder_ms_per_token", "ms", False, 1, "greedy decoding time per generated token (encoder excluded)")
-RTF = _metric("real_time_factor", "ratio", False, 1, "transcription wall time of the evaluated set / its audio duration")
-DECODE = _metric("decode_tokens_per_s", "tokens/s", True, 1, "generated tokens after the first, per second, median")
-BLEU = _metric("bleu", "score 0-100", True, 1, "corpus BLEU of generated texts against references (sacrebleu)")
-CHRF = _metric("chrf", "score 0-100", True, 1, "corpus chrF of generated texts against references (sacrebleu)")
-ROUGE_L = _metric("rouge_l", "score 0-100", True, 1, "mean ROUGE-L F-measure of generated texts (rouge-score)")
-ENTITY_F1 = _metric("entity_f1", "fraction", True, 1, "micro F1 of predicted entities (seqeval, exact span and type)")
-ENTITY_PRECISION = _metric("entity_precision", "fraction", True, 1, "share of predicted entities that are gold (seqeval)")
-ENTITY_RECALL = _metric("entity_recall", "fraction", True, 1, "share of gold entities that are predicted (seqeval)")
+                               "share of transcripts identical to the original variant's (before normalisation)",
+                               "same transcript", 4, **POINTS)
+DECODER_MS = _metric("decoder_ms_per_token", "ms", False, 1, "greedy decoding time per generated token (encoder excluded)",
+                     "decoder ms/token", 1)
+RTF = _metric("real_time_factor", "ratio", False, 1, "transcription wall time of the evaluated set / its audio duration",
+              "RTF", 3)
+DECODE = _metric("decode_tokens_per_s", "tokens/s", True, 1, "generated tokens after the first, per second, median",
+                 "decode tok/s", 1, shown=False)
+BLEU = _metric("bleu", "score 0-100", True, 1, "corpus BLEU of generated texts against references (sacrebleu)",
+               "BLEU", 3)
+CHRF = _metric("chrf", "score 0-100", True, 1, "corpus chrF of generated texts against references (sacrebleu)",
+               "chrF", 1)
+ROUGE_L = _metric("rouge_l", "score 0-100", True, 1, "mean ROUGE-L F-measure of generated texts (rouge-score)",
+                  "ROUGE-L", 1)
+ENTITY_F1 = _metric("entity_f1", "fraction", True, 1, "micro F1 of predicted entities (seqeval, exact span and type)",
+                    "entity F1", 4, **POINTS)
+ENTITY_PRECISION = _metric("entity_precision", "fraction", True, 1, "share of predicted entities that are gold (seqeval)",
+                           "precision", 4, **POINTS)
+ENTITY_RECALL = _metric("entity_recall", "fraction", True, 1, "share of gold entities that are predicted (seqeval)",
+                        "recall", 4, **POINTS)
 OUTPUT_AGREEMENT = _metric("output_agreement", "fraction", True, 1,
-                           "share of outputs (generated texts, tag sequences) identical to the original variant's")
+                           "share of outputs (generated texts, tag sequences) identical to the original variant's",
+                           "same output", 4, **POINTS)
 ROOFLINE = _metric("decode_bandwidth_percent", "%", True, 1, "median decode tokens/s x weight bytes read per token, "
-                   "as % of this machine's measured memory copy bandwidth (hardware/bandwidth.py)")
+                   "as % of this machine's measured memory copy bandwidth (hardware/bandwidth.py)",
+                   "% of memory bandwidth", 1, shown=False)
 
 
 def metric_value(metric: Metric, value: float, n: int, ci: Optional[tuple[float, float]] = None, **extra) -> dict:

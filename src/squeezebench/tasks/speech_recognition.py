@@ -22,7 +22,7 @@ import torch
 
 from squeezebench.errors import SqueezebenchError
 from squeezebench.tasks.base import EvalResult, Task, UnitOfWork, register_task
-from squeezebench.tasks.data_audio import audio_duration_s, load_audio
+from squeezebench.tasks.data_audio import audio_duration_s, audio_rows, load_audio
 from squeezebench.tasks.metrics import (CER, DECODER_MS, RTF, TRANSCRIPT_AGREEMENT, WER, bootstrap_ci, metric_value)
 
 MAX_NEW_TOKENS = 128  # greedy decoding limit per utterance (Whisper)
@@ -138,7 +138,7 @@ class SpeechRecognition(Task):
     version = 2  # 2: the inference time is transcribing an utterance (was: the encoder on a 30-s input)
     auto_class = "AutoModelForSpeechSeq2Seq"  # or AutoModelForCTC: auto_class_for(config) picks per model
     primary_metric = "wer"
-    metrics = ("wer", "cer", "transcript_agreement", "decoder_ms_per_token", "real_time_factor")
+    metrics = ("wer", "cer", "transcript_agreement", "real_time_factor", "decoder_ms_per_token")
     default_dataset = "audio-dir:../shared/data/librispeech-sample"
     input_kind = "audio"
     needs_labels = False
@@ -147,6 +147,9 @@ class SpeechRecognition(Task):
 
     def auto_class_for(self, config) -> str:
         return auto_class_for(config)
+
+    def examples_from_rows(self, rows, options):
+        return audio_rows(rows, options)  # an audio column (path or decoded samples) and a transcript
 
     # --- model side -------------------------------------------------------------------------------
     def attach_preprocessing(self, bundle, where, kwargs):

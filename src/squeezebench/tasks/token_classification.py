@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.tasks import data_conll, text_common  # noqa: F401  (data_conll registers conll:)
+from squeezebench.tasks import data_conll, text_common  # data_conll also registers conll:
 from squeezebench.tasks.base import EvalResult, register_task
 from squeezebench.tasks.metrics import (ENTITY_F1, ENTITY_PRECISION, ENTITY_RECALL, OUTPUT_AGREEMENT, bootstrap_ci,
                                         metric_value)
@@ -99,6 +99,9 @@ class TokenClassification(text_common.TextTask):
     needs_labels = False  # the labels are per-word tags, checked by check_dataset
     labels_from_model = True  # id2label names the tags
     calibration_held_out = True
+
+    def examples_from_rows(self, rows, options):
+        return data_conll.token_rows(rows, options)  # tokens and a tag column
 
     def check_dataset(self, dataset):
         super().check_dataset(dataset)
