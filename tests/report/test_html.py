@@ -93,7 +93,7 @@ def test_whisper_report_fades_the_collapsed_variants_and_names_the_original():
     for svg in re.findall(r'<svg class="pareto".*?</svg>', page, re.S):
         assert 'aria-label="wer, % vs' in svg and "wer, % (↓ lower is better)" in svg
         faded = re.findall(r'<g class="pt collapsed[^"]*" data-label="([^"]*)"', svg)
-        assert sorted(faded) == sorted(COLLAPSED)
+        assert sorted(faded) == sorted(COLLAPSED) and "× quality collapsed: on no front</text>" in svg
         named = re.findall(r'class="frontlabel"[^>]*>([^<]*)<', svg)
         assert named and not any(n.split(" ")[0] in COLLAPSED for n in named)
         assert "original" in named or re.search(r'class="origlabel"[^>]*>original<', svg)

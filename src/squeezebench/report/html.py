@@ -129,8 +129,10 @@ def pareto_svg(points: list[dict], cost_label: str, quality_label: str, higher_i
                 "\n(dominated)" if dominated else "\n(on the Pareto front)")
         cls = "pt collapsed" if p.get("collapsed") else "pt dominated" if dominated else "pt onfront"
         cls += " flagged" if p["flags"] else ""
-        shape = (f'<rect x="{x(p["cost"]) - 4.5:.1f}" y="{y(p["quality"]) - 4.5:.1f}" width="9" height="9"'
-                 if p["original"] else f'<circle cx="{x(p["cost"]):.1f}" cy="{y(p["quality"]):.1f}" r="4.5"')
+        px, py = x(p["cost"]), y(p["quality"])
+        shape = (f'<rect x="{px - 4.5:.1f}" y="{py - 4.5:.1f}" width="9" height="9"' if p["original"] else
+                 f'<path d="M{px - 4:.1f} {py - 4:.1f}l8 8m0 -8l-8 8"' if p.get("collapsed") else
+                 f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5"')
         out.append(f'<g class="{cls}" data-label="{esc(p["label"])}">{shape}><title>{esc(tip)}</title></g>')
     for rank, (i, text, cls) in enumerate(labels(points, on)):
         p = points[i]
@@ -139,6 +141,9 @@ def pareto_svg(points: list[dict], cost_label: str, quality_label: str, higher_i
         dx = -7 if anchor == "end" else 7
         out.append(f'<text x="{px + dx:.1f}" y="{py - 6 + (rank % 2) * 16:.1f}" class="{cls}" '
                    f'text-anchor="{anchor}">{esc(text)}</text>')
+    if any(p.get("collapsed") for p in points):
+        out.append(f'<text x="{W - PAD_R - 4}" y="{PAD_T + 12}" class="legend" text-anchor="end">'
+                   '× quality collapsed: on no front</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -286,7 +291,8 @@ svg .axis{font-size:11px;fill:#24292f}svg .front{fill:none;stroke:#0b5cad;stroke
 svg .pt circle,svg .pt rect{fill:#0b5cad;stroke:#fff;stroke-width:1}svg .pt.dominated{opacity:.3}
 svg .pt.dominated circle,svg .pt.dominated rect{fill:#57606a}svg .pt.flagged circle,svg .pt.flagged rect{stroke:#d4770c;stroke-width:2.2}
 svg .frontlabel{font-size:10.5px;fill:#0b5cad;font-weight:600}svg .origlabel{font-size:10.5px;fill:#24292f;font-style:italic}
-svg .pt.collapsed{opacity:.22}svg .pt.collapsed circle{fill:#cf222e}
+svg .pt.collapsed{opacity:.45}svg .pt.collapsed path{stroke:#cf222e;stroke-width:2;fill:none}
+svg .legend{font-size:10px;fill:#cf222e}
 .dists{display:flex;flex-wrap:wrap;gap:8px}.dist{border:1px solid #eef1f4;padding:3px}.dist .cap{font-size:11px;color:#57606a}
 svg .bar{fill:#8fb8e0}svg .median{stroke:#d4770c;stroke-width:1.5}
 </style></head>
