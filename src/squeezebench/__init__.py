@@ -1,7 +1,7 @@
 """squeezebench: what did each compression method really buy, and what did it cost?
 
 ``import squeezebench as sb`` is cheap (no torch): ``sb.run``, ``sb.load`` and ``sb.pareto`` (squeezebench.api) are
-imported on first use.
+imported on first use; ``__all__`` and ``dir(sb)`` list them so that completion and ``help`` find them.
 """
 
 __version__ = "0.1.0"
@@ -16,3 +16,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     raise AttributeError(f"module 'squeezebench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,7 +2,9 @@
 
 ``run`` is the CLI's ``run`` (the same RunConfig and Runner, every variant built and measured in fresh subprocesses);
 ``load`` is ``table --format json`` as a pandas DataFrame (same keys, same numbers: both come from
-report.table.json_rows); ``pareto`` is report.pareto.front on two of its columns. pandas is the ``notebook`` extra.
+report.table.json_rows) plus one column per recorded metric with its interval bounds (``wer``, ``wer_ci_low``,
+``wer_ci_high``, ``cer``, ``real_time_factor``, ...) and ``quality_collapsed``; ``pareto`` is report.pareto.front on
+two of its columns (collapsed variants take no part). pandas is the ``notebook`` extra.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from squeezebench.errors import SqueezebenchError
 PathLike = Union[str, Path]
 NUMERIC = ("weights_size_mb", "cpu_ms", "gpu_ms", "ram_mb", "vram_mb", "quality_value")
 TEXT = ("team", "model", "task", "method", "quality_metric")
+BOOLEAN = ("quality_higher_is_better", "quality_collapsed")
 
 
 def run(model: Union[str, list[str]], task: str, methods: Iterable[str] = ("original",), *,
@@ -55,8 +58,9 @@ def run(model: Union[str, list[str]], task: str, methods: Iterable[str] = ("orig
 
 
 def load(dirs: Union[PathLike, Iterable[PathLike]]):
-    """The rows of ``table --format json`` over ``dirs`` as a DataFrame: numbers as float64 (NaN where absent),
-    names as strings, ``flags`` as lists."""
+    """The rows of ``table --format json`` over ``dirs`` as a DataFrame, then every metric the records hold (value
+    and 95 % interval bounds ``NAME_ci_low``/``NAME_ci_high``, e.g. CER, RTF, decode tok/s next to the primary
+    metric) and ``quality_collapsed``: numbers as float64 (NaN where absent), names as strings, ``flags`` as lists."""
     try:
         import pandas as pd
     except ImportError:
@@ -64,25 +68,49 @@ def load(dirs: Union[PathLike, Iterable[PathLike]]):
     from squeezebench.report.table import collect, json_rows
 
     folders = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
-    rows = json_rows(collect(folders))
+    table_rows = collect(folders)
+    rows = json_rows(table_rows)
     if not rows:
         raise SqueezebenchError(f"no results found in {', '.join(map(str, folders))}; run sb.run(...) first")
-    df = pd.DataFrame(rows, columns=list(rows[0]))
+    columns = list(rows[0])
+    taken = set(columns)
+    for item, row in zip(rows, table_rows):
+        for key, value in _metric_columns(row, taken).items():
+            item[key] = value
+            if key not in columns:
+                columns.append(key)
+    df = pd.DataFrame(rows, columns=columns)
     for col in df.columns:
         if col in TEXT:
             df[col] = df[col].astype("string")
-        elif col == "quality_higher_is_better":
+        elif col in BOOLEAN:
             df[col] = df[col].astype("boolean")
         elif col != "flags" and (col in NUMERIC or pd.api.types.is_numeric_dtype(df[col]) or df[col].isna().all()):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df
 
 
+def _metric_columns(row, taken: set[str]) -> dict[str, Any]:
+    """One value per metric of the row's record (a metric named like a table key gets a ``metric_`` prefix), its
+    interval bounds, and whether the variant's quality collapsed."""
+    from squeezebench.measures.collapse import collapsed
+
+    out: dict[str, Any] = {"quality_collapsed": collapsed(row)}
+    rec = row.any
+    if rec is None or not rec.ok or rec.quality is None:
+        return out
+    for name, m in rec.quality.metrics.items():
+        key = f"metric_{name}" if name in taken else name
+        out[key] = m.value
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = m.ci95 if m.ci95 else (None, None)
+    return out
+
+
 def pareto(df, quality: str = "quality_value", cost: str = "cpu_ms", higher_is_better: Optional[bool] = None):
     """The rows of ``df`` on the Pareto front of ``quality`` against ``cost`` (lower cost better), cheapest first.
 
-    The direction comes from the metric (``quality_higher_is_better``) unless given; rows without both values take
-    no part. Compare rows of one model and one comparability group: filter ``df`` first (e.g. by model)."""
+    The direction comes from the metric (``quality_higher_is_better``) unless given; rows without both values and
+    rows whose quality collapsed (``quality_collapsed``) take no part. Compare rows of one model and one comparability group: filter ``df`` first (e.g. by model)."""
     from squeezebench.report.pareto import front
 
     for col in (quality, cost):
@@ -96,7 +124,9 @@ def pareto(df, quality: str = "quality_value", cost: str = "cpu_ms", higher_is_b
         higher_is_better = bool(known[0]) if len(known) else True
     points = [(None if _missing(c) else float(c), None if _missing(q) else float(q))
               for c, q in zip(df[cost], df[quality])]
-    return df.iloc[front(points, higher_is_better)]
+    broken = ({i for i, c in enumerate(df["quality_collapsed"]) if not _missing(c) and bool(c)}
+              if "quality_collapsed" in df else set())
+    return df.iloc[front(points, higher_is_better, exclude=broken)]
 
 
 def _missing(value: Any) -> bool:

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from squeezebench.tasks.base import Task
 from squeezebench.measures.base import MeasureSession, Row
 from squeezebench.measures.contention import ContentionMeasure
 from squeezebench.measures.latency import LatencyMeasure
@@ -41,7 +42,7 @@ def _record(**sections) -> Record:
 
 
 def _session(**protocol) -> MeasureSession:
-    return MeasureSession(task=None, protocol=Protocol(**protocol), device="cpu", executable=Sleepy(),
+    return MeasureSession(task=Task(), protocol=Protocol(**protocol), device="cpu", executable=Sleepy(),
                           inputs={"x": torch.zeros(1)}, measures=[ContentionMeasure(), LatencyMeasure()])
 
 

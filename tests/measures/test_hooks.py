@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
+from squeezebench.tasks.base import Task
 from squeezebench.measures.base import Measure, MeasureSession, stacked
 from squeezebench.measures.latency import LatencyMeasure
 from squeezebench.protocol import Protocol
@@ -47,7 +48,7 @@ class Window(Measure):
 def test_the_timed_window_brackets_the_warm_up_and_timed_calls_only():
     log: list = []
     ex = Counting()
-    session = MeasureSession(task=None, protocol=Protocol(warmup_iters=2, min_iters=5, min_time_s=0.0),
+    session = MeasureSession(task=Task(), protocol=Protocol(warmup_iters=2, min_iters=5, min_time_s=0.0),
                              device="cpu", executable=ex, inputs={"x": torch.zeros(1)}, measures=[Window(log)])
     latency = LatencyMeasure().run(session)
     assert log == [("enter", 1, 0), ("exit", 1, 2 + latency.iterations)]  # prepared before; every call inside

@@ -11,3 +11,11 @@ def test_front_lower_is_better_and_ties():
     ppl = [(100.0, 20.0), (50.0, 44.0), (80.0, 206.0), (50.0, 44.0)]
     assert front(ppl, higher_is_better=False) == [1, 3, 0]  # equal points both stay on the front
     assert front([]) == []
+
+
+def test_excluded_points_never_join_or_shape_the_front():
+    # the cheapest point collapsed (index 0): it is not on the front, and the point it would dominate is
+    pts = [(1.0, 0.95), (2.0, 0.90), (3.0, 0.93)]
+    assert front(pts) == [0]
+    assert front(pts, exclude={0}) == [1, 2]
+    assert front(pts, exclude={0, 1, 2}) == []

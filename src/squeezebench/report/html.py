@@ -2,7 +2,8 @@
 
 The page holds the table (sort by clicking a header; filter by model, team, device), per comparability group the
 protocol and three Pareto plots (quality vs CPU ms, vs GPU ms, vs weights size: front drawn and its variants named,
-dominated variants faded, flagged variants ringed), and each record's raw latency samples as a small histogram.
+the original named, dominated variants faded, flagged variants ringed, variants whose quality collapsed faded red and
+on no front; fractions such as WER in %), and each record's raw latency samples as a small histogram.
 
 Plots are hand-written inline SVG: no dependency to install or keep current, nothing fetched (no CDN, no server), a
 file of tens of kilobytes instead of plotly's 3.5 MB bundle, deterministic output that diffs and tests well, and it
@@ -22,6 +23,7 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.measures import Row
 from squeezebench.measures.base import ok
 from squeezebench.atomic import atomic_write_text
+from squeezebench.measures.collapse import collapsed
 from squeezebench.report.pareto import front
 from squeezebench.report.table import _columns, collect, headers, imported, json_rows, protocol_notes, row_cells
 
@@ -35,17 +37,29 @@ def esc(text: object) -> str:
 
 
 def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    """Round values inside [lo, hi]: 1-2-5 steps on a linear axis; on a log axis 1, 2, 5 per decade (powers of ten
+    alone over many decades, every 1..9 multiple within about one decade), linear steps when even those miss."""
     if log:
         first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-        ticks = [m * 10 ** e for e in range(first, last + 1) for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
-        if len(ticks) > 8:  # many decades: powers of ten only
-            ticks = [t for t in ticks if math.log10(t).is_integer()]
-        return ticks if len(ticks) >= 2 else [lo, hi]
+        for mantissas in ((1, 2, 5), tuple(range(1, 10))):
+            ticks = [m * 10 ** e for e in range(first, last + 1) for m in mantissas if lo <= m * 10 ** e <= hi]
+            if len(ticks) > 8:  # many decades: powers of ten only
+                ticks = [t for t in ticks if math.log10(t).is_integer()] or ticks
+            if len(ticks) >= 3:
+                return ticks
     span = (hi - lo) or abs(hi) or 1.0
     step = 10 ** math.floor(math.log10(span / 4))
     step *= next(m for m in (1, 2, 5, 10) if span / (step * m) <= 5)
     start = math.ceil(lo / step) * step
-    return [start + i * step for i in range(int((hi - start) / step) + 1)]
+    return [round(start + i * step, 12) for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+def quality_axis(metric: str, unit: str) -> tuple[float, str]:
+    """(factor, axis title) of a quality metric: fractions (accuracy, WER, F1) in %, another unit named unless the
+    metric's name says it (perplexity)."""
+    if unit == "fraction":
+        return 100.0, f"{metric}, %"
+    return 1.0, f"{metric}, {unit}" if unit and unit != "ppl" else metric
 
 
 def _fmt(v: float) -> str:
@@ -65,14 +79,29 @@ def _scale(values: list[float], lo_px: float, hi_px: float, log: bool) -> tuple[
     return (lambda v: lo_px + (f(v) - a) / (b - a) * (hi_px - lo_px)), lo, hi
 
 
+def plot_front(points: list[dict], higher_is_better: bool) -> list[int]:
+    """The Pareto front of ``points`` (cheapest first); a collapsed variant takes no part."""
+    return front([(p["cost"], p["quality"]) for p in points], higher_is_better,
+                 exclude={i for i, p in enumerate(points) if p.get("collapsed")})
+
+
+def labels(points: list[dict], on: list[int]) -> list[tuple[int, str, str]]:
+    """(point index, text, css class) of the names written on a plot: the front's variants, then the original
+    (named even when it is off the front, so every other point reads against it). A collapsed variant is never
+    named: it is on no front."""
+    out = [(i, points[i]["label"] + (" ⚠" if points[i]["flags"] else ""), "frontlabel") for i in on]
+    out += [(i, "original", "origlabel") for i, p in enumerate(points) if p["original"] and i not in on]
+    return out
+
+
 def pareto_svg(points: list[dict], cost_label: str, quality_label: str, higher_is_better: bool) -> str:
-    """One scatter plot: ``points`` are {"cost", "quality", "label", "flags", "original"}."""
+    """One scatter plot: ``points`` are {"cost", "quality", "label", "flags", "original", "collapsed"}."""
     costs, quals = [p["cost"] for p in points], [p["quality"] for p in points]
     log = min(costs) > 0 and max(costs) / min(costs) > 10
     x, x0, x1 = _scale(costs, PAD_L, W - PAD_R, log)
     ylog = min(quals) > 0 and max(quals) / min(quals) > 10  # e.g. a perplexity that exploded
     y, y0, y1 = _scale(quals, H - PAD_B, PAD_T, ylog)
-    on = front([(p["cost"], p["quality"]) for p in points], higher_is_better)
+    on = plot_front(points, higher_is_better)
     out = [f'<svg class="pareto" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
            f'aria-label="{esc(quality_label)} vs {esc(cost_label)}">',
            f'<rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" height="{H - PAD_T - PAD_B}" class="frame"/>']
@@ -95,19 +124,26 @@ def pareto_svg(points: list[dict], cost_label: str, quality_label: str, higher_i
     for i, p in enumerate(points):
         dominated = i not in on
         tip = f"{p['label']}: {quality_label} {_fmt(p['quality'])}, {cost_label} {_fmt(p['cost'])}"
-        tip += "".join(f"\n⚠ {f}" for f in p["flags"]) + ("\n(dominated)" if dominated else "\n(on the Pareto front)")
-        cls = "pt dominated" if dominated else "pt onfront"
+        tip += "".join(f"\n⚠ {f}" for f in p["flags"])
+        tip += ("\n(quality collapsed: on no front)" if p.get("collapsed") else
+                "\n(dominated)" if dominated else "\n(on the Pareto front)")
+        cls = "pt collapsed" if p.get("collapsed") else "pt dominated" if dominated else "pt onfront"
         cls += " flagged" if p["flags"] else ""
-        shape = (f'<rect x="{x(p["cost"]) - 4.5:.1f}" y="{y(p["quality"]) - 4.5:.1f}" width="9" height="9"'
-                 if p["original"] else f'<circle cx="{x(p["cost"]):.1f}" cy="{y(p["quality"]):.1f}" r="4.5"')
+        px, py = x(p["cost"]), y(p["quality"])
+        shape = (f'<rect x="{px - 4.5:.1f}" y="{py - 4.5:.1f}" width="9" height="9"' if p["original"] else
+                 f'<path d="M{px - 4:.1f} {py - 4:.1f}l8 8m0 -8l-8 8"' if p.get("collapsed") else
+                 f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5"')
         out.append(f'<g class="{cls}" data-label="{esc(p["label"])}">{shape}><title>{esc(tip)}</title></g>')
-    for rank, i in enumerate(on):  # name the variants on the front
+    for rank, (i, text, cls) in enumerate(labels(points, on)):
         p = points[i]
         px, py = x(p["cost"]), y(p["quality"])
         anchor = "end" if px > W * 0.65 else "start"
         dx = -7 if anchor == "end" else 7
-        out.append(f'<text x="{px + dx:.1f}" y="{py - 6 + (rank % 2) * 16:.1f}" class="frontlabel" '
-                   f'text-anchor="{anchor}">{esc(p["label"])}{" ⚠" if p["flags"] else ""}</text>')
+        out.append(f'<text x="{px + dx:.1f}" y="{py - 6 + (rank % 2) * 16:.1f}" class="{cls}" '
+                   f'text-anchor="{anchor}">{esc(text)}</text>')
+    if any(p.get("collapsed") for p in points):
+        out.append(f'<text x="{W - PAD_R - 4}" y="{PAD_T + 12}" class="legend" text-anchor="end">'
+                   '× quality collapsed: on no front</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -150,15 +186,17 @@ def _group_section(key: tuple, rows: list[Row], values: dict[int, dict]) -> str:
     vals = [values[id(r)] for r in rows]
     hib = next((v["quality_higher_is_better"] for v in vals if v["quality_higher_is_better"] is not None), True)
     metric = next((v["quality_metric"] for v in vals if v["quality_metric"]), "quality")
+    scale, axis = quality_axis(metric, next((r.any.quality.primary_value.unit for r in rows
+                                             if ok(r.any) and r.any.quality.primary_value is not None), ""))
     parts.append('<div class="plots">')
     for cost, label in COSTS:
-        pts = [{"cost": v[cost], "quality": v["quality_value"], "label": r.method, "flags": r.flags,
-                "original": r.is_original} for r, v in zip(rows, vals)
+        pts = [{"cost": v[cost], "quality": v["quality_value"] * scale, "label": r.method, "flags": r.flags,
+                "original": r.is_original, "collapsed": collapsed(r)} for r, v in zip(rows, vals)
                if v[cost] is not None and v["quality_value"] is not None]
         parts.append('<figure>')
         if pts:
-            parts.append(pareto_svg(pts, label, metric, hib))
-            names = [pts[i]["label"] for i in front([(p["cost"], p["quality"]) for p in pts], hib)]
+            parts.append(pareto_svg(pts, label, axis, hib))
+            names = [pts[i]["label"] for i in plot_front(pts, hib)]
             parts.append(f'<figcaption>{esc(metric)} vs {esc(label)}. Pareto front: '
                          f'<span class="front-names">{esc(", ".join(names))}</span></figcaption>')
         else:
@@ -252,7 +290,9 @@ svg .frame{fill:#fff;stroke:#d0d7de}svg .grid{stroke:#eef1f4}svg .tick{font-size
 svg .axis{font-size:11px;fill:#24292f}svg .front{fill:none;stroke:#0b5cad;stroke-width:1.5;stroke-dasharray:4 2}
 svg .pt circle,svg .pt rect{fill:#0b5cad;stroke:#fff;stroke-width:1}svg .pt.dominated{opacity:.3}
 svg .pt.dominated circle,svg .pt.dominated rect{fill:#57606a}svg .pt.flagged circle,svg .pt.flagged rect{stroke:#d4770c;stroke-width:2.2}
-svg .frontlabel{font-size:10.5px;fill:#0b5cad;font-weight:600}
+svg .frontlabel{font-size:10.5px;fill:#0b5cad;font-weight:600}svg .origlabel{font-size:10.5px;fill:#24292f;font-style:italic}
+svg .pt.collapsed{opacity:.45}svg .pt.collapsed path{stroke:#cf222e;stroke-width:2;fill:none}
+svg .legend{font-size:10px;fill:#cf222e}
 .dists{display:flex;flex-wrap:wrap;gap:8px}.dist{border:1px solid #eef1f4;padding:3px}.dist .cap{font-size:11px;color:#57606a}
 svg .bar{fill:#8fb8e0}svg .median{stroke:#d4770c;stroke-width:1.5}
 </style></head>
@@ -307,6 +347,14 @@ SCRIPT = r"""
     fd.value = 'gpu'; filter(); document.body.dataset.gpuRows = document.body.dataset.visible;
     fd.value = ''; filter();
   }
+  var faded = document.querySelector('svg .pt.collapsed');
+  document.body.dataset.collapsed = document.querySelectorAll('svg .pt.collapsed').length;
+  document.body.dataset.collapsedOpacity = faded ? getComputedStyle(faded).opacity : '';
+  document.body.dataset.frontLabels = Array.prototype.map.call(document.querySelectorAll('svg text.frontlabel'),
+    function (t) { return t.textContent; }).join('|');
+  document.body.dataset.originLabels = document.querySelectorAll('svg text.origlabel').length;
+  document.body.dataset.fewestTicks = Math.min.apply(null, Array.prototype.map.call(document.querySelectorAll('svg.pareto'),
+    function (s) { return s.querySelectorAll('text.tick').length; }));
   document.body.dataset.plots = document.querySelectorAll('svg.pareto').length;
   document.body.dataset.samples = document.querySelectorAll('svg.samples').length;
   document.body.dataset.rows = rows.length;

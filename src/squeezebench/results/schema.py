@@ -287,13 +287,16 @@ class Record(Section):
     def protocol_key(self) -> str:
         """What must be equal for two records to be compared (Δ) or for one to stand in for another on resume: the
         task and its version, the data (spec, options, content fingerprint, count), every protocol setting (threads
-        and input shape included) and the model's fingerprint. Hardware is compared separately (hardware_key)."""
+        and input shape included), the model's fingerprint and what the task declares about its scoring (the text
+        normaliser's spelling map of speech recognition). Hardware is compared separately (hardware_key)."""
         import hashlib
         import json
 
         protocol = {k: v for k, v in self.protocol.dump().items() if v is not None and k not in NOT_COMPARED}
         data = {k: v for k, v in self.dataset.dump().items() if v is not None}
         payload = [self.task.name, self.task.version, data, protocol, self.model.fingerprint]
+        if self.task.model_extra:  # what a task declares about its scoring, e.g. speech's spelling map (older
+            payload.append(self.task.model_extra)  # records declare nothing: their keys stay as they were)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def hardware_key(self) -> str:
@@ -306,7 +309,8 @@ class Record(Section):
         shown = ", ".join(f"{k}={p[k]}" for k in ("batch_size", "seq_len", "threads", "limit", "seed") if k in p)
         data = f"{d.spec} ({d.examples} examples, data {d.fingerprint})" if d.fingerprint else f"{d.spec}"
         model = f"; model files {self.model.fingerprint}" if self.model.fingerprint else ""
-        return f"{self.task.name} v{self.task.version} on {data}; {shown}{model}"
+        scoring = "".join(f"; {k} {v}" for k, v in sorted((self.task.model_extra or {}).items()))
+        return f"{self.task.name} v{self.task.version} on {data}; {shown}{model}{scoring}"
 
     @property
     def device_kind(self) -> str:

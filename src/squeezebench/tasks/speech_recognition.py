@@ -151,6 +151,13 @@ class SpeechRecognition(Task):
     def examples_from_rows(self, rows, options):
         return audio_rows(rows, options)  # an audio column (path or decoded samples) and a transcript
 
+    def describe(self) -> dict[str, Any]:
+        """The spelling map Whisper's transcripts are normalised with is part of the protocol (in the record's
+        comparability key): another map scores the same transcripts to another WER."""
+        from squeezebench.models.whisper_ct2 import spelling_map_identity
+
+        return {**super().describe(), "spelling_map": spelling_map_identity()}
+
     # --- model side -------------------------------------------------------------------------------
     def attach_preprocessing(self, bundle, where, kwargs):
         from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer, GenerationConfig
