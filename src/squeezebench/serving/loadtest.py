@@ -189,8 +189,9 @@ class TestResult:
 
     @property
     def queries(self) -> int:
+        """Samples answered or failed (an Offline test is one LoadGen query of many samples)."""
         count = self.log.get("result_query_count") or self.log.get("generated_query_count") or 0
-        return int(count)
+        return int(count) * int(self.log.get("generated_samples_per_query") or 1)
 
     @property
     def achieved_qps(self) -> Optional[float]:

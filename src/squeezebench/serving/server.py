@@ -167,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")  # the client then opens a new connection for its next request
         self.end_headers()
         self.wfile.write(data)
 
@@ -188,12 +190,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self.service.track(+1)
+        self._read = False
         try:
             if self.path != "/predict":
                 raise BadRequest(404, f"no {self.path}; POST the request body to /predict")
             self._send(200, self.service.predict(self._body()))
         except BadRequest as exc:
-            if self.service.closing:
+            if self.service.closing or not self._read:  # an unread body would be taken for the next request
                 self.close_connection = True
             self._error(exc.status, str(exc))
         except Exception as exc:  # noqa: BLE001 - one line to the client, the traceback to the log
@@ -214,12 +217,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise BadRequest(413, f"the body is {n} bytes; at most {MAX_BODY} are accepted")
         raw = self.rfile.read(n)
+        self._read = True
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadRequest(400, f"the body is not JSON ({exc})") from None
 
     def do_PUT(self) -> None:  # noqa: N802
+        self.close_connection = True  # its body is not read
         self._error(405, "use POST /predict")
 
     do_DELETE = do_PATCH = do_PUT
@@ -228,6 +233,7 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections do not hold the exit; accepted requests are drained first
     allow_reuse_address = True  # SO_REUSEADDR: a port held by a listener still fails (EADDRINUSE)
+    request_queue_size = 256  # listen backlog: a burst of new connections must not wait for SYN retries (1 s)
 
     def __init__(self, host: str, port: int, service: Service):
         self.service = service
