@@ -255,13 +255,11 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _serve_options(args) -> list[str]:
-    """The serve options of a loadtest command, passed to the service it starts."""
-    out = ["--device", args.device, "--max-batch", str(args.max_batch), "--batch-window-ms", str(args.batch_window_ms)]
-    for flag, value in (("--model", args.model), ("--team", args.team), ("--threads", args.threads)):
-        if value is not None:
-            out += [flag, str(value)]
-    return out
+def _serve_options(args):
+    from squeezebench.serving.server import ServeOptions
+
+    return ServeOptions(args.method, args.device, args.model, args.team, args.threads, args.max_batch,
+                        args.batch_window_ms)
 
 
 def _say(line: str) -> None:
@@ -271,8 +269,7 @@ def _say(line: str) -> None:
 def cmd_serve(args) -> int:
     from squeezebench.serving.server import run_serve
 
-    return run_serve(args.results, args.method, args.device, args.host, args.port, args.max_batch,
-                     args.batch_window_ms, args.threads, args.model, args.team, say=_say)
+    return run_serve(args.results, _serve_options(args), args.host, args.port, say=_say)
 
 
 def cmd_loadtest(args) -> int:
@@ -280,8 +277,8 @@ def cmd_loadtest(args) -> int:
 
     settings = LoadSettings(args.scenario, args.p99_ms, args.target_qps, args.duration_s, args.min_queries,
                             args.clients, max_steps=args.max_steps)
-    section, path, logs = run_loadtest(args.target, args.method, settings, args.find_peak, args.allow_remote,
-                                       _serve_options(args), args.plugin, say=_say)
+    section, path, logs = run_loadtest(args.target, _serve_options(args), settings, args.find_peak,
+                                       args.allow_remote, args.plugin, say=_say)
     rate = f"peak {section.peak_qps:.1f} QPS" if section.peak_qps else f"{section.achieved_qps or 0:.1f} QPS"
     p99 = f"{section.p99_ms:.1f}" if section.p99_ms is not None else "?"
     print(f"{section.scenario}: {rate}, p99 {p99} ms (bound {section.p99_bound_ms:g}), LoadGen {section.verdict}"

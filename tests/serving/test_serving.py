@@ -20,6 +20,7 @@ import pytest
 from squeezebench.errors import SqueezebenchError
 from squeezebench.results import iter_records
 from squeezebench.serving.loadtest import LoadSettings, check_loopback, find_peak, run_loadtest
+from squeezebench.serving.server import ServeOptions
 from tests.serving import fake_service as fake
 
 pytest.importorskip("mlperf_loadgen")
@@ -60,6 +61,7 @@ def test_md1_formula_matches_a_simulated_queue():
 
 # --- the service ---------------------------------------------------------------------------------------------------
 SERVICE_MS = 20.0
+ORIGINAL = ServeOptions("original")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_poisson_load_on_a_deterministic_server_gives_the_md1_p99(service, resul
     """LoadGen's Server scenario (Poisson arrivals) at utilisation 0.5 against one batcher thread with a fixed
     service time: the measured p99 and mean of the time in system are those of an M/D/1 queue."""
     rate = 0.5 / (SERVICE_MS / 1e3)
-    section, path, logs = run_loadtest(service, "original", LoadSettings("server", 1000.0, rate, duration_s=16.0,
+    section, path, logs = run_loadtest(service, ORIGINAL, LoadSettings("server", 1000.0, rate, duration_s=16.0,
                                                                           min_queries=400))
     assert section.errors == 0 and section.queries >= 380
     assert section.server_stats["mean_batch"] == 1.0
@@ -176,7 +178,7 @@ def test_a_server_killed_mid_test_is_recorded_and_nothing_is_lost(topic_csv, tmp
     proc, url = fake.start_serve(results)
     threading.Timer(1.5, proc.kill).start()
     t0 = time.monotonic()
-    section, path, logs = run_loadtest(url, "original", LoadSettings("server", 100.0, 40.0, duration_s=5.0,
+    section, path, logs = run_loadtest(url, ORIGINAL, LoadSettings("server", 100.0, 40.0, duration_s=5.0,
                                                                       min_queries=100, request_timeout_s=5.0))
     proc.wait()
     assert time.monotonic() - t0 < 60  # the load loop stopped by itself
@@ -194,10 +196,9 @@ def test_a_results_folder_is_served_here_and_stopped_offline(topic_csv, tmp_path
     monkeypatch.setenv("PYTHONPATH", fake.env()["PYTHONPATH"])
     results = fake.make_results(tmp_path, topic_csv, 2.0)
     said: list[str] = []
-    section, _, logs = run_loadtest(str(results), "original", LoadSettings("offline", 1000.0, duration_s=1.0,
-                                                                           min_queries=60),
-                                    serve_args=["--max-batch", "8", "--batch-window-ms", "5"], plugins=[fake.PLUGIN],
-                                    say=said.append)
+    section, _, logs = run_loadtest(str(results), ServeOptions("original", max_batch=8, window_ms=5.0),
+                                    LoadSettings("offline", 1000.0, duration_s=1.0, min_queries=60),
+                                    plugins=[fake.PLUGIN], say=said.append)
     assert section.scenario == "offline" and section.errors == 0 and section.queries >= 60
     assert section.max_batch == 8 and section.batch_window_ms == 5.0
     assert section.server_stats["mean_batch"] > 1  # all queries at once: batching took several per call
@@ -214,7 +215,7 @@ def test_load_goes_to_loopback_only():
         with pytest.raises(SqueezebenchError, match="allow-remote"):
             check_loopback(url)
         with pytest.raises(SqueezebenchError, match="allow-remote"):
-            run_loadtest(url, "original", LoadSettings("server", 100.0, 10.0))
+            run_loadtest(url, ORIGINAL, LoadSettings("server", 100.0, 10.0))
     assert check_loopback("http://10.1.2.3:8000", allow_remote=True) == ("10.1.2.3", 8000)
     with pytest.raises(SqueezebenchError, match="http://"):
         check_loopback("ftp://127.0.0.1:1")
@@ -276,3 +277,14 @@ def test_serving_columns_compare_only_like_with_like():
     assert cols["serving_qps"].cell(row).startswith("— (p99 400 ms")
     assert measure.flags(row) == ["serving: 3 of 10 queries unanswered (refused)"]
     assert cols["serving_qps"].cell(Row("local", "m", "t", "int8")) == "—"
+
+
+def test_loadtest_command_refuses_remote_and_rateless_server_runs(capsys, results):
+    from squeezebench.cli import main
+
+    assert main(["loadtest", "http://192.0.2.1:8000", "--method", "original", "--p99-ms", "100",
+                 "--target-qps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a loopback address" in err
+    assert main(["loadtest", str(results), "--method", "original", "--p99-ms", "100"]) == 2
+    assert "--target-qps Q or --find-peak" in capsys.readouterr().err

@@ -333,14 +333,14 @@ def wait_ready(host: str, port: int, timeout_s: float, alive: Callable[[], bool]
     raise SqueezebenchError(f"the service at {host}:{port} was not ready within {timeout_s:g} s")
 
 
-def start_service(serve_args: list[str], log_path: Path, plugins: list[str], ready_timeout_s: float = 900.0) -> Target:
+def start_service(results: Path, options, log_path: Path, plugins: list[str], ready_timeout_s: float = 900.0) -> Target:
     """``squeezebench serve ... --host 127.0.0.1 --port 0`` in a subprocess; returns once it is ready."""
     import subprocess
     import sys
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "squeezebench", *[a for p in plugins for a in ("--plugin", p)], "serve",
-           *serve_args, "--host", "127.0.0.1", "--port", "0"]
+           str(results), *options.args(), "--host", "127.0.0.1", "--port", "0"]
     with open(log_path, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ))
     host_port = None
@@ -492,12 +492,14 @@ def _record_at(info: dict[str, Any]):
     raise SqueezebenchError(f"the record the service serves is no longer in {ref['file']}")
 
 
-def run_loadtest(target_spec: str, method: str, settings: LoadSettings, peak: bool = False,
-                 allow_remote: bool = False, serve_args: Optional[list[str]] = None, plugins: Optional[list[str]] = None,
-                 say: Callable[[str], None] = lambda s: None) -> tuple[Serving, Optional[Path], Path]:
+def run_loadtest(target_spec: str, options, settings: LoadSettings, peak: bool = False,
+                 allow_remote: bool = False, plugins: Optional[list[str]] = None,
+                 say: Callable[[str], None] = lambda s: None) -> tuple[Serving, Path, Path]:
     """``squeezebench loadtest URL|RESULTS``: a URL names a running service (loopback only unless
-    ``allow_remote``); a results folder has the service started here on 127.0.0.1 and stopped afterwards. Returns
-    (the section, the run file it was written into or None, LoadGen's log folder)."""
+    ``allow_remote``; it must serve ``options.method``); a results folder has the service started here on 127.0.0.1
+    with ``options`` (server.ServeOptions) and stopped afterwards. Returns (the section, the run file it was written
+    into, LoadGen's log folder)."""
+    method = options.method
     if settings.scenario == "server" and not peak and settings.target_qps is None:
         raise SqueezebenchError("the server scenario needs --target-qps Q or --find-peak")
     started_here = not re.match(r"^[a-z]+://", target_spec)
@@ -505,17 +507,10 @@ def run_loadtest(target_spec: str, method: str, settings: LoadSettings, peak: bo
         results = Path(target_spec)
         if not results.is_dir():
             raise SqueezebenchError(f"{target_spec!r} is neither an http:// URL nor a results folder")
-        from squeezebench.serving.variant import find_record
-
-        device = "cpu"
-        args = list(serve_args or [])
-        if "--device" in args:
-            device = args[args.index("--device") + 1]
-        probe = find_record(results, method, device,
-                            *(args[args.index(o) + 1] if o in args else None for o in ("--model", "--team")))
+        probe = options.find(results)
         log_dir = log_dir_for(results, probe)
         say(f"starting the service for {probe.model.name} · {method} on 127.0.0.1 (log {log_dir / 'serve.log'})")
-        target = start_service([str(results), "--method", method, *args], log_dir / "serve.log", plugins or [])
+        target = start_service(results, options, log_dir / "serve.log", plugins or [])
     else:
         host, port = check_loopback(target_spec, allow_remote)
         info = wait_ready(host, port, timeout_s=30.0)

@@ -299,23 +299,52 @@ def info_of(served, max_batch: int, window_ms: float) -> dict[str, Any]:
                                                        "finished": rec.finished, "device": rec.device}}
 
 
-def run_serve(results, method: str, device: str = "cpu", host: str = "127.0.0.1", port: int = 8000,
-              max_batch: int = 1, window_ms: float = 0.0, threads: Optional[int] = None, model: Optional[str] = None,
-              team: Optional[str] = None, say: Callable[[str], None] = lambda s: None) -> int:
+@dataclass(frozen=True)
+class ServeOptions:
+    """Which variant of a results folder is served, and how (the options `serve` and `loadtest RESULTS` share)."""
+
+    method: str
+    device: str = "cpu"
+    model: Optional[str] = None
+    team: Optional[str] = None
+    threads: Optional[int] = None
+    max_batch: int = 1
+    window_ms: float = 0.0
+
+    def __post_init__(self):
+        if self.max_batch < 1 or self.window_ms < 0:
+            raise SqueezebenchError("--max-batch must be at least 1 and --batch-window-ms not negative")
+
+    def find(self, results):
+        from squeezebench.serving.variant import find_record
+
+        return find_record(results, self.method, self.device, self.model, self.team)
+
+    def args(self) -> list[str]:
+        """The same options as `squeezebench serve` arguments."""
+        out = ["--method", self.method, "--device", self.device, "--max-batch", str(self.max_batch),
+               "--batch-window-ms", str(self.window_ms)]
+        for flag, value in (("--model", self.model), ("--team", self.team), ("--threads", self.threads)):
+            if value is not None:
+                out += [flag, str(value)]
+        return out
+
+
+def run_serve(results, options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
+              say: Callable[[str], None] = lambda s: None) -> int:
     """``squeezebench serve``: find the variant, listen (so that a port in use fails before a slow load), load it,
     serve until SIGTERM/SIGINT. ``say`` gets the lines a user reads (the first one names the URL)."""
-    from squeezebench.serving.variant import evaluation_bodies, find_record, load_served
+    from squeezebench.serving.variant import evaluation_bodies, load_served
 
-    if max_batch < 1 or window_ms < 0:
-        raise SqueezebenchError("--max-batch must be at least 1 and --batch-window-ms not negative")
-    record = find_record(results, method, device, model, team)
+    device, max_batch, window_ms = options.device, options.max_batch, options.window_ms
+    record = options.find(results)
     service = Service(lambda body: "the model is still loading", {})
     server = Server(host, port, service)
     say(f"listening on {server.url} for {record.model.name} · {record.method} ({record.task.name}); "
         "loading the model (GET /ready answers 200 once loaded)")
 
     def load():
-        served = load_served(results, record, device, threads)
+        served = load_served(results, record, device, options.threads)
         service.check = served.check
         service.info = info_of(served, max_batch, window_ms)
         return served.answer, evaluation_bodies(record)[0]
