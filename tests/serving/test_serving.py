@@ -288,3 +288,17 @@ def test_loadtest_command_refuses_remote_and_rateless_server_runs(capsys, result
     assert err.count("\n") == 1 and "not a loopback address" in err
     assert main(["loadtest", str(results), "--method", "original", "--p99-ms", "100"]) == 2
     assert "--target-qps Q or --find-peak" in capsys.readouterr().err
+
+
+def test_the_report_plots_latency_under_load_per_variant():
+    from squeezebench.measures import Row
+    from squeezebench.measures.serving import Serving
+    from squeezebench.report.html import _load_plots
+    from squeezebench.results.schema import Record
+
+    rec = Record.model_validate({"model": {"name": "m"}, "task": {"name": "t"}, "method": "int8", "status": "ok"})
+    steps = [{"target_qps": q, "p99_ms": p, "meets_bound": p <= 100} for q, p in ((80, 400.0), (40, 60.0), (60, 95.0))]
+    rec.set_section("serving", Serving(scenario="server", p99_bound_ms=100.0, search=steps, peak_qps=60.0))
+    (plot,) = _load_plots([Row("local", "m", "t", "int8", cpu=rec), Row("local", "m", "t", "original")])
+    assert plot.count("<circle") == 3 and plot.count(" dominated") == 1 and "80 QPS: p99 400 ms (over the bound)" in plot
+    assert "int8 · CPU · server, 100.0, 1" in plot
