@@ -302,3 +302,23 @@ def test_the_report_plots_latency_under_load_per_variant():
     (plot,) = _load_plots([Row("local", "m", "t", "int8", cpu=rec), Row("local", "m", "t", "original")])
     assert plot.count("<circle") == 3 and plot.count(" dominated") == 1 and "80 QPS: p99 400 ms (over the bound)" in plot
     assert "int8 · CPU · server, 100.0, 1" in plot
+
+
+def test_find_peak_runs_offline_then_a_bounded_number_of_server_tests(topic_csv, tmp_path):
+    results = fake.make_results(tmp_path, topic_csv, 10.0)
+    proc, url = fake.start_serve(results)
+    try:
+        section, _, logs = run_loadtest(url, ORIGINAL, LoadSettings("server", 100.0, duration_s=1.5, min_queries=40,
+                                                                     max_steps=3), peak=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert section.scenario == "server" and section.errors == 0
+    assert (logs / "offline" / "mlperf_log_summary.txt").is_file()
+    assert 1 <= len(section.search) <= 3
+    assert [p.name for p in sorted(logs.glob("server-*"))] and len(list(logs.glob("server-*"))) == len(section.search)
+    first = section.search[0].target_qps  # the Offline throughput: no Server rate above it is tried
+    assert all(step.target_qps <= first for step in section.search)
+    passed = [s.target_qps for s in section.search if s.meets_bound]
+    assert section.peak_qps == (max(passed) if passed else None)
+    assert section.qps == section.peak_qps

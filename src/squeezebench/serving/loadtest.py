@@ -288,7 +288,7 @@ def find_peak(run: Callable[[Optional[float], str], TestResult], settings: LoadS
     lo, hi, best, tests = 0.0, offline.achieved_qps, None, []
     rate = hi
     for _ in range(settings.max_steps):
-        test = run(rate, f"server-{rate:.3g}qps")
+        test = run(rate, f"server-{len(tests) + 1}-{rate:.4g}qps")
         tests.append(test)
         if test.errors:  # the service stopped answering: no further test can tell anything
             break

@@ -22,6 +22,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from squeezebench.errors import SqueezebenchError
@@ -295,7 +296,8 @@ def info_of(served, max_batch: int, window_ms: float) -> dict[str, Any]:
     rec = served.record
     return {"model": rec.model.name, "method": rec.method, "task": rec.task.name, "team": rec.team,
             "device": served.device, "threads": served.threads, "max_batch": max_batch, "batch_window_ms": window_ms,
-            "results": str(served.results), "record": {"file": rec.source_file, "key": rec.key,
+            "results": str(Path(served.results).resolve()),  # absolute: a load test may run from another folder
+            "record": {"file": str(Path(rec.source_file).resolve()), "key": rec.key,
                                                        "finished": rec.finished, "device": rec.device}}
 
 
