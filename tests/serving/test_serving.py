@@ -120,6 +120,13 @@ def test_malformed_requests_get_a_4xx_with_one_line(service, body, headers, stat
     assert fake.post(service, b'{"text": "The match ended 2-1."}') == (200, '{"label":"sport","index":1}\n')
 
 
+def test_a_failing_batch_is_a_500_with_one_line_and_the_service_goes_on(service):
+    status, text = fake.post(service, json.dumps({"text": "word " * 60}).encode())
+    assert status == 500 and text.count("\n") == 1
+    assert json.loads(text)["error"] == "RuntimeError: the test runtime takes at most 30 tokens"
+    assert fake.post(service, b'{"text": "The match ended 2-1."}')[0] == 200
+
+
 def test_wrong_paths_and_sizes(service):
     import http.client
 

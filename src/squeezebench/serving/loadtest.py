@@ -517,6 +517,9 @@ def run_loadtest(target_spec: str, options, settings: LoadSettings, peak: bool =
         target = Target(host, port, info)
         if info.get("method") != method:
             raise SqueezebenchError(f"{target_spec} serves method {info.get('method')!r}, not {method!r}")
+        say(f"{target_spec} serves {info.get('model')} · {method} on {info.get('device')} with its own settings: "
+            f"max batch {info.get('max_batch')}, window {info.get('batch_window_ms')} ms, {info.get('threads')} "
+            "threads (these are recorded)")
         results = Path(info["results"])
         log_dir = log_dir_for(results, _record_at(info))
     try:
