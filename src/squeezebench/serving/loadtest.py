@@ -535,5 +535,9 @@ def run_loadtest(target_spec: str, options, settings: LoadSettings, peak: bool =
             code = stop_service(target.process)
             if code not in (0, None):
                 say(f"the service exited with code {code}; see {log_dir / 'serve.log'}")
-    (log_dir / "serving.json").write_text(json.dumps(section.dump(), indent=1))  # kept even if the record is busy
-    return section, attach(results, record, section), log_dir
+    kept = log_dir / "serving.json"
+    kept.write_text(json.dumps(section.dump(), indent=1))  # kept even when the record cannot be written now
+    try:
+        return section, attach(results, record, section), log_dir
+    except SqueezebenchError as exc:
+        raise SqueezebenchError(f"{exc} (this load test's result is kept in {kept})") from None
