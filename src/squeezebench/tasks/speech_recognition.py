@@ -9,6 +9,8 @@ Latency (``wrap``) times Whisper's encoder on a fixed 30-s input, or the CTC mod
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import statistics
 import time
@@ -287,7 +289,7 @@ class SpeechRecognition(Task):
         return hyps, {"transcribe_s": time.perf_counter() - t0,
                       "protocol": {"decoding": "CTC greedy (argmax per frame, repeats and blanks collapsed)"}}
 
-    def _seq2seq_transcripts(self, run, bundle, examples) -> tuple[list[str], dict[str, Any]]:
+    def _seq2seq_transcripts(self, run, bundle, examples, timed: bool = True) -> tuple[list[str], dict[str, Any]]:
         generate_greedy = getattr(run, "generate_greedy", None)
         model = bundle.module
         if generate_greedy is None and (model is None or not hasattr(model, "generate")):
@@ -330,7 +332,7 @@ class SpeechRecognition(Task):
             truncated += text_tokens >= max_new - 1
             hyps.append(tok.decode(seq, skip_special_tokens=True).strip())
         transcribe_s = time.perf_counter() - t_all
-        if generate_greedy is not None:  # the encoder ran inside generate_greedy: subtract its fixed-input time
+        if generate_greedy is not None and timed:  # the encoder ran inside generate_greedy: subtract its time
             feats = self._features(bundle, load_audio(examples[0]["audio"], self._rate(bundle)), True)
             for _ in range(ENCODER_TIMING_REPEATS):
                 t0 = time.perf_counter()
@@ -350,11 +352,52 @@ class SpeechRecognition(Task):
                                    "encoder via the executable, decoder via transformers generate()",
                                    **{k: v for k, v in gen_kwargs.items()}}}
 
+    # --- serving: one utterance per request, its WAV or FLAC file's bytes in base64 ---------------------------------
+    def request_of(self, example):
+        return {"audio": audio_base64(example["audio"])}
+
+    def check_request(self, body):
+        if not isinstance(body, dict) or not isinstance(body.get("audio"), str):
+            return 'the body must be a JSON object with "audio": the base64 of a WAV or FLAC file'
+        try:
+            raw = base64.b64decode(body["audio"], validate=True)
+        except ValueError:  # binascii.Error
+            return '"audio" is not base64; send the base64 of a WAV or FLAC file'
+        import soundfile
+
+        try:
+            info = soundfile.info(io.BytesIO(raw))
+        except (RuntimeError, OSError, TypeError):
+            return '"audio" is not a WAV or FLAC file soundfile can read'
+        return None if info.frames > 0 else '"audio" holds no samples'
+
+    def serve_batch(self, run, bundle, bodies, protocol):
+        """Each utterance's greedy transcript, decoded as the evaluation decodes (one utterance at a time)."""
+        examples = [{"audio": io.BytesIO(base64.b64decode(b["audio"]))} for b in bodies]
+        if self._seq2seq(bundle):
+            hyps, _ = self._seq2seq_transcripts(run, bundle, examples, timed=False)
+        else:
+            hyps, _ = self._ctc_transcripts(run, bundle, examples)
+        return [{"text": h} for h in hyps]
+
     def _generate_kwargs(self, model) -> dict[str, Any]:
         gen = getattr(model, "generation_config", None)
         if gen is not None and getattr(gen, "is_multilingual", False):
             return {"language": "en", "task": "transcribe"}  # English data: transcribe, do not detect
         return {}
+
+
+def audio_base64(audio: Any) -> str:
+    """An example's audio as the base64 of its file (a path), or of a WAV written from decoded samples."""
+    if isinstance(audio, dict):
+        import soundfile
+
+        buf = io.BytesIO()
+        soundfile.write(buf, np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"]), format="WAV")
+        raw = buf.getvalue()
+    else:
+        raw = Path(audio).read_bytes()
+    return base64.b64encode(raw).decode("ascii")
 
 
 class _Processor:
