@@ -141,7 +141,7 @@ def test_wrong_paths_and_sizes(service):
     conn.close()
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.putrequest("POST", "/predict")
-    conn.putheader("Content-Length", str(10 << 20))
+    conn.putheader("Content-Length", str(100 << 20))
     conn.endheaders()
     assert conn.getresponse().status == 413
     conn.close()

@@ -29,7 +29,7 @@ from squeezebench.errors import SqueezebenchError
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20  # bytes; a larger request body gets a 413
+MAX_BODY = 16 << 20  # bytes (a 30-s 16-bit WAV in base64 is ~1.3 MB); a larger request body gets a 413
 ANSWER_TIMEOUT_S = 120.0  # a request whose batch has not run by then gets a 503
 DRAIN_TIMEOUT_S = 30.0  # on SIGTERM: how long accepted requests may take to be answered
 
