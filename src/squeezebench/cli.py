@@ -1,4 +1,5 @@
-"""Command line: ``squeezebench run | demo | table | import-table | report | methods | tasks | measures``."""
+"""Command line: ``squeezebench run | demo | table | import-table | report | serve | loadtest | methods | tasks |
+measures``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--team", default="local", help="team name recorded with every result")
     p.add_argument("--force", action="store_true", help="measure again variants already in --out")
     p.add_argument("--timeout", type=_positive_int, default=3600, help="seconds per subprocess before it is killed")
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="the variant to serve, as it appears in the table")
+    p.add_argument("--model", help="the model's name, when the folder holds several with this method")
+    p.add_argument("--team", help="the team, when the folder holds several with this method")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads of the model (default: as it was measured)")
+    p.add_argument("--max-batch", type=_positive_int, default=1, help="dynamic batching: requests per batch at most "
+                   "(default 1: no batching)")
+    p.add_argument("--batch-window-ms", type=float, default=0.0,
+                   help="dynamic batching: how long the first request of a batch waits for others (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="one self-contained HTML file: sortable table, Pareto plots, protocols")
     rep.add_argument("dirs", nargs="+", type=Path)
     rep.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+
+    serve = sub.add_parser("serve", help="serve one measured variant over HTTP (POST /predict, GET /health, /ready)")
+    serve.add_argument("results", type=Path, help="results folder of `squeezebench run` (its --out)")
+    _add_serve_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+
+    load = sub.add_parser("loadtest", help="drive a served variant with MLPerf LoadGen: p50..p99.9 latency, QPS, "
+                          "peak QPS at a p99 bound; recorded as the variant's serving section")
+    load.add_argument("target", help="http://127.0.0.1:PORT of a running `squeezebench serve`, or a results folder "
+                      "(the service is then started on 127.0.0.1 and stopped afterwards)")
+    _add_serve_args(load)
+    load.add_argument("--scenario", choices=["server", "offline"], default="server",
+                      help="server: Poisson arrivals at --target-qps; offline: every query at once (default server)")
+    load.add_argument("--p99-ms", type=float, required=True, help="p99 latency bound in ms")
+    rate = load.add_mutually_exclusive_group()
+    rate.add_argument("--target-qps", type=float, help="server scenario: arrival rate (queries per second)")
+    rate.add_argument("--find-peak", action="store_true", help="search the highest rate whose p99 meets the bound "
+                      "(one offline test, then at most --max-steps server tests)")
+    load.add_argument("--max-steps", type=_positive_int, default=6, help="server tests of --find-peak at most")
+    load.add_argument("--duration-s", type=float, default=60.0, help="LoadGen's minimum duration per test (default 60)")
+    load.add_argument("--min-queries", type=_positive_int, default=1024,
+                      help="LoadGen's minimum query count per test (default 1024)")
+    load.add_argument("--clients", type=_positive_int, default=64, help="concurrent client connections at most")
+    load.add_argument("--allow-remote", action="store_true",
+                      help="allow a URL that is not on this machine's loopback (only a machine you may load)")
 
     meth = sub.add_parser("methods", help="list compression methods, their parameters and where they are defined; "
                           "with --model and --task: which apply to that model, and why the others do not")
@@ -221,6 +260,38 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _serve_options(args):
+    from squeezebench.serving.server import ServeOptions
+
+    return ServeOptions(args.method, args.device, args.model, args.team, args.threads, args.max_batch,
+                        args.batch_window_ms)
+
+
+def _say(line: str) -> None:
+    print(f"squeezebench: {line}", flush=True)
+
+
+def cmd_serve(args) -> int:
+    from squeezebench.serving.server import run_serve
+
+    return run_serve(args.results, _serve_options(args), args.host, args.port, say=_say)
+
+
+def cmd_loadtest(args) -> int:
+    from squeezebench.serving.loadtest import LoadSettings, run_loadtest
+
+    settings = LoadSettings(args.scenario, args.p99_ms, args.target_qps, args.duration_s, args.min_queries,
+                            args.clients, max_steps=args.max_steps)
+    section, path, logs = run_loadtest(args.target, _serve_options(args), settings, args.find_peak,
+                                       args.allow_remote, args.plugin, say=_say)
+    rate = f"peak {section.peak_qps:.1f} QPS" if section.peak_qps else f"{section.achieved_qps or 0:.1f} QPS"
+    p99 = f"{section.p99_ms:.1f}" if section.p99_ms is not None else "?"
+    print(f"{section.scenario}: {rate}, p99 {p99} ms (bound {section.p99_bound_ms:g}), LoadGen {section.verdict}"
+          + (f": {'; '.join(section.reasons)}" if section.reasons else ""))
+    print(f"recorded in {path}; LoadGen logs in {logs}", file=sys.stderr)
+    return 0 if not section.errors else 1
+
+
 def cmd_methods(args) -> int:
     import dataclasses
 
@@ -292,7 +363,7 @@ def cmd_measures(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "table": cmd_table, "import-table": cmd_import_table,
-            "report": cmd_report, "methods": cmd_methods, "tasks": cmd_tasks, "measures": cmd_measures}
+            "report": cmd_report, "serve": cmd_serve, "loadtest": cmd_loadtest, "methods": cmd_methods, "tasks": cmd_tasks, "measures": cmd_measures}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -164,8 +164,7 @@ class Runner:
         units, i = [], 0
         for variant in self.variants:
             source, method = variant.source, variant.label
-            build_key = _digest([self._base_record(variant, "cpu", None).protocol_key(), method])
-            artifact_dir = self.out / "artifacts" / _slug(source["name"]) / f"{_slug(method)}-{build_key}"
+            artifact_dir = artifact_dir_of(self.out, self._base_record(variant, "cpu", None))
             reference = self.out / "references" / f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz"
             unit = Unit(variant, artifact_dir, reference,
                         self._job(variant, _build_device(variant), artifact_dir, reference))
@@ -240,6 +239,13 @@ class Runner:
                                                       "examples": self.data.examples},
             "method": variant.label, "chain": variant.links(), "device": device, "protocol": self._protocol_dict(),
             "status": "pending"})
+
+
+def artifact_dir_of(out: Path, record: Record) -> Path:
+    """Where the run into ``out`` saved the artifact of ``record``'s variant (shared by its devices; also what
+    ``squeezebench serve`` loads)."""
+    build_key = _digest([record.protocol_key(), record.method])
+    return Path(out) / "artifacts" / _slug(record.model.name) / f"{_slug(record.method)}-{build_key}"
 
 
 def _reference_lost(record: Record) -> bool:

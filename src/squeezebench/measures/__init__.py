@@ -3,4 +3,4 @@ quality, generation, environment, the collapse flag); a new measure is one more 
 
 from squeezebench.measures.base import MEASURES, Column, Measure, MeasureSession, Row, register_measure  # noqa: F401
 from squeezebench.measures import (collapse, contention, environment, generation, latency, memory,  # noqa: F401
-                                   quality, size)  # (registration)
+                                   quality, serving, size)  # (registration)

@@ -24,6 +24,7 @@ from squeezebench.measures import Row
 from squeezebench.measures.base import ok
 from squeezebench.atomic import atomic_write_text
 from squeezebench.measures.collapse import collapsed
+from squeezebench.measures.serving import serving_of
 from squeezebench.report.pareto import front
 from squeezebench.report.table import _columns, collect, headers, imported, json_rows, protocol_notes, row_cells
 
@@ -168,6 +169,46 @@ def samples_svg(samples: list[float], median: float) -> str:
             f'<title>{len(samples)} samples, median {_fmt(median)} ms, min {_fmt(lo)}, max {_fmt(hi)}</title></svg>')
 
 
+def load_svg(points: list[tuple[float, float, bool]], bound_ms: float) -> str:
+    """Latency under load: p99 (ms) against the offered rate (queries/s) of each Server test, the bound dashed;
+    ``points`` are (rate, p99, met the bound)."""
+    w, h, pl, pb = 260, 150, 40, 26
+    rates, p99s = [p[0] for p in points], [p[1] for p in points] + [bound_ms]
+    x, x0, x1 = _scale(rates, pl, w - 8, False)
+    y, y0, y1 = _scale(p99s, h - pb, 8, min(p99s) > 0 and max(p99s) / min(p99s) > 10)
+    out = [f'<svg class="load" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+           f'aria-label="p99 latency vs offered load">',
+           f'<rect x="{pl}" y="8" width="{w - 8 - pl}" height="{h - pb - 8}" class="frame"/>',
+           f'<line x1="{pl}" x2="{w - 8}" y1="{y(bound_ms):.1f}" y2="{y(bound_ms):.1f}" class="front"/>']
+    for t in _ticks(x0, x1, False):
+        out.append(f'<text x="{x(t):.1f}" y="{h - pb + 12}" class="tick" text-anchor="middle">{_fmt(t)}</text>')
+    out.append(f'<text x="{pl - 4}" y="{y(bound_ms) + 3:.1f}" class="tick" text-anchor="end">{_fmt(bound_ms)}</text>')
+    out.append(f'<text x="{(pl + w) / 2}" y="{h - 2}" class="axis" text-anchor="middle">offered QPS → '
+               f'(p99 ms ↑)</text>')
+    for rate, p99, met in sorted(points):
+        out.append(f'<g class="pt{"" if met else " dominated"}"><circle cx="{x(rate):.1f}" cy="{y(p99):.1f}" r="4"/>'
+                   f'<title>{_fmt(rate)} QPS: p99 {_fmt(p99)} ms{"" if met else " (over the bound)"}</title></g>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _load_plots(rows: list[Row]) -> list[str]:
+    """One latency-vs-load plot per load-tested variant and device (its Server tests)."""
+    parts = []
+    for r in rows:
+        for dev in ("cpu", "gpu"):
+            s = serving_of(r.on(dev))
+            if s is None:
+                continue
+            steps = [(t.target_qps, t.p99_ms, t.meets_bound) for t in s.search if t.p99_ms is not None]
+            if not steps and s.scenario == "server" and s.target_qps and s.p99_ms is not None:
+                steps = [(s.target_qps, s.p99_ms, s.meets_bound)]
+            if steps:
+                parts.append(f'<div class="dist"><div class="cap">{esc(r.method)} · {dev.upper()} · '
+                             f'{esc(s.key().replace("|", ", "))}</div>{load_svg(steps, s.p99_bound_ms)}</div>')
+    return parts
+
+
 def _groups(rows: list[Row]) -> dict[tuple, list[Row]]:
     out: dict[tuple, list[Row]] = {}
     for r in rows:
@@ -210,7 +251,12 @@ def _group_section(key: tuple, rows: list[Row], values: dict[int, dict]) -> str:
                 parts.append(f'<div class="dist"><div class="cap">{esc(r.method)} · {dev.upper()} '
                              f'(n={len(rec.latency.samples)})</div>'
                              f'{samples_svg(rec.latency.samples, rec.latency.median)}</div>')
-    parts.append("</div></section>")
+    parts.append("</div>")
+    load = _load_plots(rows)
+    if load:
+        parts += ['<h3>Latency under load (squeezebench loadtest: p99 vs offered QPS, the bound dashed)</h3>'
+                  '<div class="dists">', *load, "</div>"]
+    parts.append("</section>")
     return "".join(parts)
 
 

@@ -210,6 +210,19 @@ class Task:
         timed under and flags; None when this task does not generate."""
         return None
 
+    # --- serving (squeezebench serve / loadtest) ------------------------------------------------------
+    def request_of(self, example: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body a client sends to ask about one evaluation example (the load test's queries)."""
+        raise SqueezebenchError(f"task {self.name} cannot be served yet (it has no request handling)")
+
+    def check_request(self, body: Any) -> Optional[str]:
+        """What is wrong with one request body, in one line (answered with a 400), or None when it can be served."""
+        return f"task {self.name} cannot be served yet (it has no request handling)"
+
+    def serve_batch(self, run: Executable, bundle, bodies: list[dict[str, Any]], protocol: Protocol) -> list[Any]:
+        """The answers (JSON values) to checked request bodies, run as one batch."""
+        raise SqueezebenchError(f"task {self.name} cannot be served yet (it has no request handling)")
+
 
 TASKS: Registry[Task] = Registry("task")
 

@@ -50,6 +50,10 @@ class SentenceEmbedding(text_common.TextTask):
     def wrap(self, bundle):
         return MeanPooledEmbedding(bundle.module)
 
+    def serve_batch(self, run, bundle, bodies, protocol):
+        """Each text's L2-normalised embedding."""
+        return [{"embedding": row} for row in self.serve_outputs(run, bundle, bodies, protocol).tolist()]
+
     def prepare(self, dataset, bundle, protocol):
         text_common.require_text(bundle)
         if not dataset.examples or "text" not in dataset.examples[0]:

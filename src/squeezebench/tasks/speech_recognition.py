@@ -11,6 +11,8 @@ fixed 30-s input, or the CTC model on CTC_SECONDS of audio.
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import statistics
 import time
@@ -407,11 +409,50 @@ class SpeechRecognition(Task):
         unit.call = call
         return unit
 
+    # --- serving: one utterance per request, its WAV or FLAC file's bytes in base64 ---------------------------------
+    def request_of(self, example):
+        return {"audio": audio_base64(example["audio"])}
+
+    def check_request(self, body):
+        if not isinstance(body, dict) or not isinstance(body.get("audio"), str):
+            return 'the body must be a JSON object with "audio": the base64 of a WAV or FLAC file'
+        try:
+            raw = base64.b64decode(body["audio"], validate=True)
+        except ValueError:  # binascii.Error
+            return '"audio" is not base64; send the base64 of a WAV or FLAC file'
+        import soundfile
+
+        try:
+            info = soundfile.info(io.BytesIO(raw))
+        except (RuntimeError, OSError, TypeError):
+            return '"audio" is not a WAV or FLAC file soundfile can read'
+        return None if info.frames > 0 else '"audio" holds no samples'
+
+    def serve_batch(self, run, bundle, bodies, protocol):
+        """Each utterance's greedy transcript, decoded as the evaluation decodes (one utterance at a time)."""
+        rate = self._rate(bundle)
+        transcribe = (self._seq2seq_decoder(run, bundle)[0] if self._seq2seq(bundle)
+                      else self._ctc_decoder(run, bundle))
+        return [{"text": transcribe(load_audio(io.BytesIO(base64.b64decode(b["audio"])), rate))[0]} for b in bodies]
+
     def _generate_kwargs(self, model) -> dict[str, Any]:
         gen = getattr(model, "generation_config", None)
         if gen is not None and getattr(gen, "is_multilingual", False):
             return {"language": "en", "task": "transcribe"}  # English data: transcribe, do not detect
         return {}
+
+
+def audio_base64(audio: Any) -> str:
+    """An example's audio as the base64 of its file (a path), or of a WAV written from decoded samples."""
+    if isinstance(audio, dict):
+        import soundfile
+
+        buf = io.BytesIO()
+        soundfile.write(buf, np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"]), format="WAV")
+        raw = buf.getvalue()
+    else:
+        raw = Path(audio).read_bytes()
+    return base64.b64encode(raw).decode("ascii")
 
 
 class _Processor:

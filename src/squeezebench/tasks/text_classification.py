@@ -67,6 +67,12 @@ class TextClassification(text_common.TextTask):
         return text_common.fixed_batch(bundle, [ex["text"] for ex in data["test"].examples],
                                        protocol.batch_size, protocol.seq_len)
 
+    def serve_batch(self, run, bundle, bodies, protocol):
+        """Each text's predicted class: its index and the model's label name (when the model names its classes)."""
+        names = bundle.label_names or []
+        best = self.serve_outputs(run, bundle, bodies, protocol).argmax(-1).tolist()
+        return [{"label": names[i] if i < len(names) else str(i), "index": i} for i in best]
+
     def calibration_inputs(self, bundle, data, protocol, n):
         # the worker passes data prepared from examples outside the evaluated subset when there are any
         texts = [ex["text"] for ex in data["test"].subset(n, protocol.seed).examples]

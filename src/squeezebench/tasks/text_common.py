@@ -57,3 +57,18 @@ class TextTask(Task):
 
     def save_preprocessing(self, bundle, directory):
         save_tokenizer(bundle, directory)
+
+    def request_of(self, example):
+        return {"text": example["text"]}
+
+    def check_request(self, body):
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+            return 'the body must be a JSON object with a "text" string, e.g. {"text": "The match ended 2-1."}'
+        if not body["text"].strip():
+            return '"text" is empty; send the text to classify or embed'
+        return None
+
+    def serve_outputs(self, run, bundle, bodies, protocol) -> torch.Tensor:
+        """The model's output for a batch of checked bodies, padded to their longest (at most ``seq_len`` tokens)."""
+        (inputs,) = batches(bundle, [b["text"] for b in bodies], len(bodies), protocol.seq_len)
+        return run(inputs).float()

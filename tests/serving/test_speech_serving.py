@@ -1,0 +1,49 @@
+"""speech-recognition behind `serve`: one utterance per request (its audio file in base64), answered with the same
+greedy transcript the evaluation produced; malformed audio is a one-line problem."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+
+from squeezebench.models.sources import load_model, source_of
+from squeezebench.runtimes.pytorch import TorchExecutable
+from squeezebench.tasks import TASKS
+from squeezebench.tasks.data import load_dataset
+from tests.conftest import fast_protocol
+from tests.helpers_speech import librispeech_dir, tiny_ctc_dir, tiny_whisper_dir
+
+pytest.importorskip("soundfile")
+TASK = TASKS.get("speech-recognition")
+
+
+@pytest.fixture(scope="module")
+def two_utts(tmp_path_factory):
+    return load_dataset(f"audio-dir:{librispeech_dir(tmp_path_factory.mktemp('ls'))}").subset(2, 0)
+
+
+@pytest.mark.parametrize("make", [tiny_whisper_dir, tiny_ctc_dir])
+def test_served_transcripts_are_the_evaluated_ones(make, two_utts, tmp_path):
+    bundle = load_model(source_of(str(make(tmp_path / "model"))), TASK)
+    run = TorchExecutable(TASK.wrap(bundle).eval(), "cpu", {})
+    protocol = fast_protocol()
+    evaluated = TASK.evaluate(run, bundle, TASK.prepare(two_utts, bundle, protocol), protocol, None)
+    bodies = [TASK.request_of(ex) for ex in two_utts.examples]
+    assert all(TASK.check_request(b) is None for b in bodies)
+    answers = TASK.serve_batch(run, bundle, bodies, protocol)
+    assert [a["text"] for a in answers] == [str(t) for t in evaluated.reference["transcripts"]]
+
+
+def test_decoded_samples_travel_as_wav_and_bad_audio_is_one_line():
+    import soundfile
+
+    samples = {"array": np.sin(np.arange(1600) / 5).astype(np.float32), "sampling_rate": 16000}
+    body = TASK.request_of({"audio": samples})
+    back, rate = soundfile.read(io.BytesIO(base64.b64decode(body["audio"])), dtype="float32")
+    assert rate == 16000 and np.allclose(back, samples["array"], atol=1e-4)
+    for bad in ({"text": "x"}, {"audio": "%%%"}, {"audio": base64.b64encode(b"not audio").decode()}, ["a"]):
+        problem = TASK.check_request(bad)
+        assert problem and "\n" not in problem
