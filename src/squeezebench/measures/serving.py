@@ -141,11 +141,11 @@ class ServingMeasure(Measure):
     order = 90
     columns = (
         Column("serving_qps", {"en": "Serving QPS at p99 bound", "ru": "Сервинг QPS при p99"}, "queries/s",
-               _qps_cell, _value("qps"), position=80),
+               _qps_cell, _value("qps"), position=90),
         Column("serving_p99_ms", {"en": "Serving p99 (ms)", "ru": "Сервинг p99 (мс)"}, "ms", _p99_cell,
-               _value("p99_ms"), position=81),
+               _value("p99_ms"), position=91),
         Column("serving_setup", {"en": "Serving setup", "ru": "Сервинг: условия"}, "", _setup_cell,
-               _value("verdict"), position=82),
+               _value("verdict"), position=92),
     )
 
     def flags(self, row) -> list[str]:
