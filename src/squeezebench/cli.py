@@ -187,7 +187,7 @@ def cmd_table(args) -> int:
         rows = collect(args.dirs)
         if not rows:
             raise SqueezebenchError(f"no results found in {', '.join(map(str, args.dirs))}; run `squeezebench run` first")
-        new = merge.merge(old, rows)
+        new = merge.merge(old, rows, str(args.update))
     if args.dry_run:
         print(merge.diff(args.update, old, new), end="")
         return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +25,7 @@ LOCK_NAME = ".squeezebench.lock"
 
 def check_team(team: str) -> None:
     """A team name becomes a folder name below --out: it must be a plain name."""
-    if not team or not team.strip() or team in (".", "..") or any(c in team for c in "/\\\0") \
-            or team != team.strip() or any(ord(c) < 32 for c in team):
+    if team in (".", "..") or not re.fullmatch(r"[\w.-]+", team):  # \w: letters and digits of any script, '_'
         raise SqueezebenchError(f"--team must be a plain name (letters, digits, '-', '_', '.'; not '.', '..' or a "
                                 f"path), got {team!r}")
 

@@ -12,7 +12,6 @@ this report needs, which is little code.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Callable, Optional
 from squeezebench.errors import SqueezebenchError
 from squeezebench.measures import Row
 from squeezebench.measures.base import ok
+from squeezebench.report.escape import html_text
 from squeezebench.report.merge import write_atomic
 from squeezebench.report.pareto import front
 from squeezebench.report.table import _columns, collect, headers, imported, json_rows, protocol_notes, row_cells
@@ -30,8 +30,7 @@ COSTS = (("cpu_ms", "CPU latency (ms, median)"), ("gpu_ms", "GPU latency (ms, me
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 300, 56, 16, 14, 40
 
 
-def esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
+esc = html_text
 
 
 def _ticks(lo: float, hi: float, log: bool) -> list[float]:
@@ -229,9 +228,27 @@ def write_report(directories: list[Path], output: Path) -> Path:
         raise SqueezebenchError(f"no results found in {', '.join(map(str, directories))}; run `squeezebench run` first")
     names = ", ".join(str(d) for d in directories)
     output = Path(output)
+    check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, render_report(rows, f"squeezebench report: {names}"))
     return output
+
+
+def check_output(output: Path) -> None:
+    """``-o`` may name a new file or a previous report, nothing else: pointed at a results JSON (or any other file)
+    by a slip, the report would replace it and the record would be lost."""
+    if output.is_dir():
+        raise SqueezebenchError(f"-o {str(output)!r} is a folder; pass a file name such as report.html")
+    if not output.exists():
+        return
+    try:
+        with open(output, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise SqueezebenchError(f"cannot read -o {str(output)!r} ({exc.strerror or exc})") from None
+    if not (head.startswith(b"<!DOCTYPE html>") and b"<title>squeezebench report" in head):
+        raise SqueezebenchError(f"-o {str(output)!r} exists and is not a squeezebench report; it is left as it is: "
+                                "pass a new file name")
 
 
 PAGE = """<!DOCTYPE html>

@@ -187,6 +187,9 @@ def _labelled(rows: list[dict], spec: str, options: DatasetOptions, available: l
     examples = [{"text": str(r[text_column])} for r in rows]
     if raw_labels is not None:
         label_names = sorted({str(v) for v in raw_labels}, key=_label_sort_key)
+        if len(label_names) == 1 and len(rows) > 1:
+            log.warning("dataset %r: every example has label %r; accuracy on it cannot tell models apart", spec,
+                        label_names[0])
         index = {name: i for i, name in enumerate(label_names)}
         for ex, lab in zip(examples, raw_labels):
             ex["label"] = index[str(lab)]
@@ -229,7 +232,23 @@ def _csv(arg: str, options: DatasetOptions) -> Dataset:
         raise SqueezebenchError(f"CSV file {arg!r} cannot be parsed (line {reader.line_num}: {exc})") from None
     if not rows:
         raise SqueezebenchError(f"CSV file {arg!r} has a header but no rows; add at least one example")
+    _check_header(arg, cols, rows)
     return _labelled(rows, f"csv:{arg}", options, cols)
+
+
+def _check_header(arg: str, cols: list[str], rows: list[dict]) -> None:
+    """Refuse a header that names a column twice (csv keeps the last one's values: the wrong column would be
+    scored) and a second copy of the header inside the data (it would become an example)."""
+    seen: set[str] = set()
+    for col in cols:
+        if col in seen:
+            raise SqueezebenchError(f"CSV file {arg!r} names column {col!r} twice in its header; rename or drop "
+                                    "one of them")
+        seen.add(col)
+    for n, row in enumerate(rows, 1):
+        if all(row.get(c) == c for c in cols):
+            raise SqueezebenchError(f"CSV file {arg!r} repeats its header as data row {n}; remove that line "
+                                    "(files joined with cat keep each file's header)")
 
 
 def _jsonl(arg: str, options: DatasetOptions) -> Dataset:
