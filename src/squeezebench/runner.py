@@ -151,7 +151,8 @@ class Runner:
 
     def _run_all(self, executor: Executor) -> list[Record]:
         self._started = datetime.now(timezone.utc)
-        self._run_path = self.out / self.config.team / f"run-{self._started.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+        self._run_path = outdir.inside(self.out, self.out / self.config.team /
+                                       f"run-{self._started.strftime('%Y%m%dT%H%M%S%fZ')}.json", "the run file")
         self._run_file: Optional[RunFile] = None
         executor.execute(self.plan(), self)
         return self.records
@@ -165,8 +166,11 @@ class Runner:
         for variant in self.variants:
             source, method = variant.source, variant.label
             build_key = _digest([self._base_record(variant, "cpu", None).protocol_key(), method])
-            artifact_dir = self.out / "artifacts" / _slug(source["name"]) / f"{_slug(method)}-{build_key}"
-            reference = self.out / "references" / f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz"
+            artifact_dir = outdir.inside(self.out, self.out / "artifacts" / _slug(source["name"]) /
+                                         f"{_slug(method)}-{build_key}", "the artifact folder")
+            reference = outdir.inside(self.out, self.out / "references" /
+                                      f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz",
+                                      "the reference file")
             unit = Unit(variant, artifact_dir, reference,
                         self._job(variant, _build_device(variant), artifact_dir, reference))
             for device in self.config.devices:
@@ -177,7 +181,8 @@ class Runner:
                     label=f"[{i}/{total}] {source['name']} · {method} · {device}", device=device, key=key,
                     index=i, total=total,
                     job=self._job(variant, device, artifact_dir, reference),
-                    log_path=self.out / "logs" / f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log",
+                    log_path=outdir.inside(self.out, self.out / "logs" /
+                                           f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log", "the log"),
                     done=prior if prior is not None and not _reference_lost(prior) else None))
             units.append(unit)
         return units
