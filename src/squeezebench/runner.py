@@ -85,7 +85,7 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
     sources = [source_of(m, config.trust_remote_code, config.tokenizer) for m in config.models]
     for source in sources:
         check_available(source)
-        check_model_config(source, p.seq_len)
+        check_model_config(source, p.seq_len, p.gen_new_tokens)
         source["fingerprint"] = fingerprint(source)
     chains = []
     for text in config.methods:

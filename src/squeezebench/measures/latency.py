@@ -167,6 +167,10 @@ class LatencyMeasure(Measure):
         out = []
         for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
             mine = row.on(dev)
+            if ok(mine) and mine.latency.iterations is not None and mine.latency.iterations < mine.protocol.min_iters:
+                limit = getattr(mine.protocol, "max_time_s", None)  # kept as an extra field of the section
+                out.append(f"{name} timing stopped at --max-time{f' {limit:g} s' if limit else ''} after "
+                           f"{mine.latency.iterations} of --min-iters {mine.protocol.min_iters} runs")
             if ok(mine) and mine.latency.busy:
                 out.append(f"machine busy during {name} timing (others used "
                            f"{mine.latency.contention['others_cores_avg']:.2f} cores)")
