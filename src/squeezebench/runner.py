@@ -185,7 +185,20 @@ class Runner:
                                            f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log", "the log"),
                     done=prior if prior is not None and not _reference_lost(prior) else None))
             units.append(unit)
+        self._warn_lost_references(units, done)
         return units
+
+    def _warn_lost_references(self, units: list[Unit], done: dict[str, Record]) -> None:
+        """A reference an earlier run wrote that is gone, with no original measured in this run to write it again:
+        the variants measured now get no agreement metrics. Said here, not left to an empty column."""
+        written = {getattr(r.quality, "reference_file", None) for r in done.values() if r.quality is not None}
+        remeasured = {str(u.reference) for u in units if u.variant.is_original and any(s.done is None for s in u.slots)}
+        lost = sorted({str(u.reference) for u in units if not u.variant.is_original and str(u.reference) in written
+                       and str(u.reference) not in remeasured and not references.readable(u.reference)
+                       and any(s.done is None for s in u.slots)})
+        for path in lost:
+            log.warning("the original's reference %s is gone: variants measured now get no agreement with the "
+                        "original; add --method original to this run to measure it again", path)
 
     # --- the Sink an executor reports to (executors.base.Sink) ------------------------------------
     @property
