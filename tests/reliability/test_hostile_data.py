@@ -113,3 +113,19 @@ def test_fuzzed_files_give_a_dataset_or_one_line(tmp_path, kind):
             load_dataset(f"{kind}:{path}")
         except SqueezebenchError as exc:
             assert "\n" not in str(exc).strip(), (path.read_bytes(), str(exc))
+
+
+def test_duplicate_jsonl_key_is_refused(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y", "text": "WRONG"}\n', encoding="utf-8")
+    with pytest.raises(SqueezebenchError) as err:
+        load_dataset(f"jsonl:{path}")
+    assert str(err.value) == f"{path}:2 names key 'text' twice; keep one of them"
+
+
+def test_latin1_file_in_a_text_folder_is_one_line(tmp_path):
+    (tmp_path / "pos").mkdir()
+    (tmp_path / "pos" / "a.txt").write_text("fine", encoding="utf-8")
+    (tmp_path / "pos" / "b.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    with pytest.raises(SqueezebenchError, match=r"text file '.*b\.txt' is not UTF-8 \(byte 0xe9 on line 1\)"):
+        load_dataset(f"text-dir:{tmp_path}")

@@ -251,6 +251,21 @@ def _check_header(arg: str, cols: list[str], rows: list[dict]) -> None:
                                     "(files joined with cat keep each file's header)")
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of two silently: the wrong field scored)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _jsonl(arg: str, options: DatasetOptions) -> Dataset:
     path = _existing(arg, "JSONL file")
     rows: list[dict] = []
@@ -258,7 +273,9 @@ def _jsonl(arg: str, options: DatasetOptions) -> Dataset:
     for n, line in enumerate(_read_text(path, "JSONL file").splitlines(), 1):
         if line.strip():
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as dup:
+                raise SqueezebenchError(f"{arg}:{n} names key {dup.key!r} twice; keep one of them") from None
             except (json.JSONDecodeError, RecursionError) as exc:
                 why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
                 raise SqueezebenchError(f"{arg}:{n} is not valid JSON ({why})") from None
@@ -272,14 +289,15 @@ def _jsonl(arg: str, options: DatasetOptions) -> Dataset:
     return _labelled(rows, f"jsonl:{arg}", options, cols)
 
 
-def _text_dir(arg: str, options: DatasetOptions, root: Optional[Path] = None) -> Dataset:
-    root = root or _existing(arg, "text folder")
+def _text_dir(arg: str, options: DatasetOptions, builtin: Optional[Path] = None) -> Dataset:
+    root = builtin or _existing(arg, "text folder")
     files = sorted(p for p in root.rglob("*.txt") if p.is_file())
     classes = sorted({p.parent.name for p in files if p.parent != root})
     index = {c: i for i, c in enumerate(classes)}
     examples = []
-    for p in files:
-        ex: dict[str, Any] = {"text": p.read_text(encoding="utf-8", errors="ignore")}
+    for p in files:  # a user's files are UTF-8 or refused; the built-in corpus keeps its recorded decoding
+        text = _read_text(p, "text file") if builtin is None else p.read_text(encoding="utf-8", errors="ignore")
+        ex: dict[str, Any] = {"text": text}
         if classes and p.parent != root:
             ex["label"] = index[p.parent.name]
         examples.append(ex)
