@@ -51,3 +51,16 @@ def test_links_that_stay_inside_out_are_accepted(tmp_path):
     with pytest.raises(SqueezebenchError, match="leads outside --out"):
         outdir.inside(out, out / "dangling", "the log")
     assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_import_table_checks_its_team_and_out(tmp_path):
+    from squeezebench.report.imports import write_imported
+
+    with pytest.raises(SqueezebenchError, match="--team must be a plain name"):
+        write_imported([], tmp_path / "out", "../../x")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "course").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(SqueezebenchError, match="leads outside --out"):
+        write_imported([], tmp_path / "out", "course")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
