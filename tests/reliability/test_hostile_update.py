@@ -83,8 +83,16 @@ def test_report_never_overwrites_a_results_file(tmp_path, capsys):
     before = run_file.read_bytes()
     assert main(["report", str(tmp_path / "r"), "-o", str(run_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "exists and is not a squeezebench report" in err[0]
+    assert len(err) == 1 and "names a JSON file; the report is HTML" in err[0]
     assert run_file.read_bytes() == before and json.loads(before)["records"]
+    with pytest.raises(SqueezebenchError, match="names a JSON file"):
+        write_report([tmp_path / "r"], tmp_path / "new.json")
+    assert not (tmp_path / "new.json").exists()
+    results_like = tmp_path / "results.dat"
+    results_like.write_bytes(before)
+    with pytest.raises(SqueezebenchError, match="exists and is not a squeezebench report; it is left as it is"):
+        write_report([tmp_path / "r"], results_like)
+    assert results_like.read_bytes() == before
     other = tmp_path / "notes.txt"
     other.write_text("mine")
     with pytest.raises(SqueezebenchError, match="not a squeezebench report"):

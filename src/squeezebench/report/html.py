@@ -239,6 +239,8 @@ def check_output(output: Path) -> None:
     by a slip, the report would replace it and the record would be lost."""
     if output.is_dir():
         raise SqueezebenchError(f"-o {str(output)!r} is a folder; pass a file name such as report.html")
+    if output.suffix.lower() == ".json":  # results are JSON: a report named so would sit among them
+        raise SqueezebenchError(f"-o {str(output)!r} names a JSON file; the report is HTML: pass e.g. report.html")
     if not output.exists():
         return
     try:
