@@ -43,14 +43,18 @@ class Protocol(TimingProtocol, EvalProtocol, CalibrationProtocol):
                 raise SqueezebenchError(f"{flag_name(f)} must not be negative, got {value}")
         self._check_bounds()
 
-    def _check_bounds(self) -> None:
-        """Values a run cannot carry out, refused before any build: far more threads than cores (each one a stack
-        and a share of the cores: 100,000 crash the worker), more new tokens than any model has positions, a
-        --prompt with a field that is never filled in."""
-        cores = os.cpu_count() or 1
+    def check_threads(self, cores: Optional[int] = None) -> None:
+        """Far more threads than the measuring machine's cores (each one a stack and a share of the cores: 100,000
+        crash the worker) are refused before any build. The runner asks this for the local executor, whose
+        workers run on this machine; Ray nodes have cores of their own."""
+        cores = cores or os.cpu_count() or 1
         if self.threads is not None and self.threads > cores * THREADS_PER_CORE:
             raise SqueezebenchError(f"--threads {self.threads} is more than {THREADS_PER_CORE} x the {cores} cores of "
                                     f"this machine; pass --threads {cores} or less")
+
+    def _check_bounds(self) -> None:
+        """Values no run can carry out: more new tokens than any model has positions, a --prompt with a field that
+        is never filled in."""
         if self.gen_new_tokens > MAX_GEN_TOKENS:
             raise SqueezebenchError(f"--gen-tokens {self.gen_new_tokens} is more than any model's positions "
                                     f"({MAX_GEN_TOKENS}); pass a few dozen (default 32)")

@@ -80,6 +80,8 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
     task = TASKS.get(config.task)
     p = config.protocol
     p.validate()
+    if config.executor == "local":
+        p.check_threads()
     if not config.models:
         raise SqueezebenchError("no model given; pass --model")
     sources = [source_of(m, config.trust_remote_code, config.tokenizer) for m in config.models]

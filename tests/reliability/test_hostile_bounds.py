@@ -19,12 +19,16 @@ from tests.conftest import fast_protocol
 from tests.report.test_table import record, write
 
 
-def test_threads_beyond_a_few_per_core_are_refused():
+def test_threads_beyond_a_few_per_core_are_refused_before_any_build(tmp_path, image_dir):
     cores = os.cpu_count() or 1
-    fast_protocol(threads=cores * 4).validate()
+    fast_protocol(threads=cores * 4).check_threads()
     with pytest.raises(SqueezebenchError, match=rf"--threads 100000 is more than 4 x the {cores} cores of this "
                                                 rf"machine; pass --threads {cores} or less"):
-        fast_protocol(threads=100000).validate()
+        Runner(RunConfig(models=["python:tests.helpers_models:tiny_cnn"], task="image-classification",
+                         methods=["original"], dataset=f"image-dir:{image_dir}", out=tmp_path / "out", team="t",
+                         protocol=fast_protocol(threads=100000), devices=["cpu"]))
+    assert not (tmp_path / "out").exists()
+    fast_protocol(threads=100000).check_threads(cores=100000)  # a Ray node's own cores decide there
 
 
 def test_gen_tokens_bounded_by_the_model_and_by_any_model(tmp_path):
