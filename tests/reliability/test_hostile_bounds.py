@@ -60,7 +60,8 @@ def test_tokenizer_auto_map_needs_trust_remote_code(tmp_path):
 
 @pytest.mark.parametrize("edit, why", [
     (lambda r: r["latency"].update(median=-3.0), "latency.median is -3.0, outside [0, inf]"),
-    (lambda r: r["quality"]["metrics"]["accuracy"].update(value=1.7), "quality.metrics.accuracy is 1.7, outside [0, 1]"),
+    (lambda r: r["quality"]["metrics"]["accuracy"].update(value=1.7),
+     "quality.metrics.accuracy is 1.7, outside [0, 1]"),
     (lambda r: r["build"]["size"].update(weights_bytes=-1), "build.size.weights_bytes is -1"),
     (lambda r: r["latency"].update(median=float("nan")), "latency.median is nan"),
 ])

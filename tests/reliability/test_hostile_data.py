@@ -46,7 +46,8 @@ def test_duplicate_csv_column_is_refused_naming_it(tmp_path):
     path.write_text("text,label,text\ngood,pos,WRONG\nbad,neg,WRONG\n", encoding="utf-8")
     with pytest.raises(SqueezebenchError) as err:
         load_dataset(f"csv:{path}")
-    assert str(err.value) == f"CSV file {str(path)!r} names column 'text' twice in its header; rename or drop one of them"
+    assert str(err.value) == (f"CSV file {str(path)!r} names column 'text' twice in its header; rename or drop one "
+                              "of them")
 
 
 def test_repeated_header_row_inside_a_csv_is_refused(tmp_path):

@@ -15,7 +15,7 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.outdir import check_team
 from squeezebench.report.escape import csv_cell, md_cell, md_name
 from squeezebench.report.html import render_report
-from squeezebench.report.merge import merge, parse_marker, split_cells
+from squeezebench.report.merge import parse_marker, split_cells
 from squeezebench.report.table import collect, headers, table
 from tests.report.test_merge import course_readme
 from tests.report.test_table import record, write

@@ -24,7 +24,8 @@ def one_line(text: object) -> str:
 
 
 def md_name(text: object) -> str:
-    """A name as literal Markdown text: no link, code span or HTML (``_`` and ``*`` are kept: emphasis is cosmetic and names use ``_``); pipes are left to ``md_cell``."""
+    """A name as literal Markdown text: no link, code span or HTML; pipes are left to ``md_cell``. (``_`` and ``*``
+    are kept: emphasis is cosmetic, and names use ``_``.)"""
     text = _MD_NAME.sub(lambda m: m.group(1) if m.group(1) == "|" else "\\" + m.group(1), one_line(text))
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 

@@ -188,8 +188,8 @@ CAPTION = re.compile(r"^\s*(Table|Таблица|Табл\.|Caption|Подпис
 
 def _after_caption(lines: list[str], end: int) -> int:
     """The index after the table's caption: lines written right under the table (its paragraph), and a caption line
-    (``Table: ...``, ``Таблица 1. ...``, or a line in italics) after one blank line. A team's notes never go between
-    another team's table and its caption."""
+    (``Table: ...``, ``Таблица 1. ...``, or a line in italics) after one blank line. A team's notes never go
+    between another team's table and its caption."""
     while end < len(lines) and lines[end].strip() and not lines[end].startswith("<!-- sb:notes "):
         end += 1
     j = end
