@@ -103,6 +103,8 @@ def test_fuzzed_names_never_break_a_row():
         assert "\n" not in line and "\r" not in line and "\u2028" not in line
         assert split_cells(line)[-1] == "x" and len(split_cells(line)) == 2, (name, line)
         assert "<" not in cell and "[" not in cell.replace("\\[", "")
+        raw = f"| {md_cell(name)} | x |"  # any cell text (an imported row's), not only names
+        assert split_cells(raw)[-1] == "x" and len(split_cells(raw)) == 2 and "\n" not in raw, (name, raw)
         assert "\n" not in csv_cell(name) and not csv_cell(name).startswith(("=", "+", "@", "-")) or \
             csv_cell(name).startswith("'")
 

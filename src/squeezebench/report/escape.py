@@ -14,7 +14,8 @@ import re
 
 _BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")  # newlines, other control characters, Unicode breaks
 _TAG = re.compile(r"<(?=[A-Za-z/!?])")  # "<" that could open an HTML tag or comment ("< 0.9" stays as written)
-_MD_NAME = re.compile(r"([\\`\[\]|])")  # Markdown punctuation that could form a link or a code span
+_MD_NAME = re.compile(r"([\\`\[\]])")  # Markdown punctuation that could form a link or a code span
+_PIPE = re.compile(r"(?<!\\)((?:\\\\)*)\|")  # a pipe not already escaped (after an even run of backslashes)
 _FORMULA = ("=", "+", "-", "@")
 
 
@@ -26,13 +27,14 @@ def one_line(text: object) -> str:
 def md_name(text: object) -> str:
     """A name as literal Markdown text: no link, code span or HTML; pipes are left to ``md_cell``. (``_`` and ``*``
     are kept: emphasis is cosmetic, and names use ``_``.)"""
-    text = _MD_NAME.sub(lambda m: m.group(1) if m.group(1) == "|" else "\\" + m.group(1), one_line(text))
+    text = _MD_NAME.sub(r"\\\1", one_line(text))
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def md_cell(text: object) -> str:
-    """A Markdown table cell on one line: pipes escaped (``\\|``), an HTML tag's ``<`` as ``&lt;``."""
-    return md_line(str(text).replace("|", "\\|"))
+    """A Markdown table cell on one line: pipes escaped (``\\|``; one a hand-written cell escaped already is kept),
+    an HTML tag's ``<`` as ``&lt;``."""
+    return md_line(_PIPE.sub(lambda m: m.group(1) + "\\|", str(text)))
 
 
 def md_line(text: object) -> str:
