@@ -179,7 +179,8 @@ def cmd_table(args) -> int:
         print(table(args.dirs, args.format, args.lang, extra_columns=args.extra_columns), end="")
         return 0
     old = merge.read_text(args.update)
-    new = merge.replace_block(old, table(args.dirs, args.format, args.lang, args.extra_columns), args.block)
+    new = merge.replace_block(old, table(args.dirs, args.format, args.lang, args.extra_columns), args.block,
+                              str(args.update))
     if new is None:  # no squeezebench markers: merge into the course's table, found by its header
         if args.format != "markdown" or args.extra_columns or args.block:
             raise SqueezebenchError(f"{args.update} has no squeezebench:table{' ' + args.block if args.block else ''} "

@@ -105,3 +105,17 @@ def test_report_never_overwrites_a_results_file(tmp_path, capsys):
     assert write_report([tmp_path / "r"], out).read_text() == first
     with pytest.raises(SqueezebenchError, match="is a folder"):
         write_report([tmp_path / "r"], tmp_path / "r")
+
+
+def test_marker_blocks_in_fenced_code_or_inline_are_not_rewritten():
+    from squeezebench.report.merge import replace_block
+
+    doc = ("Add `<!-- squeezebench:table -->` markers, e.g.\n\n```\n<!-- squeezebench:table -->\nexample\n"
+           "<!-- /squeezebench:table -->\n```\n\n")
+    real = "<!-- squeezebench:table -->\r\nold\r\n<!-- /squeezebench:table -->\r\nafter\r\n"
+    new = replace_block(doc + real, "| a |\n| b |\n")
+    assert new == doc + "<!-- squeezebench:table -->\r\n| a |\r\n| b |\r\n<!-- /squeezebench:table -->\r\nafter\r\n"
+    assert replace_block(doc, "x") is None  # only the example: no block to rewrite
+    with pytest.raises(SqueezebenchError, match=r"has 2 <!-- squeezebench:table --> blocks \(lines 1 and 4\)"):
+        replace_block(real.replace("after", "<!-- squeezebench:table -->\r\n<!-- /squeezebench:table -->"), "x",
+                      path="R.md")

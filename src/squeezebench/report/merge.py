@@ -225,15 +225,26 @@ def _put_notes(text: str, teams: tuple[str, ...], rows: list[Row], lang: str, nl
     return text
 
 
-def replace_block(content: str, text: str, block: str = "") -> Optional[str]:
+def replace_block(content: str, text: str, block: str = "", path: str = "the file") -> Optional[str]:
     """The older path: ``content`` with the ``<!-- squeezebench:table[ NAME] -->`` block rewritten, or None when the
-    file has no such block."""
+    file has no such block. Markers count on lines of their own outside fenced code (a README that shows the
+    markers in an example keeps it); two blocks of one name are refused."""
     begin = BEGIN if not block else BEGIN.replace(" -->", f" {block} -->")
     end = END if not block else END.replace(" -->", f" {block} -->")
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(content):
+    lines = content.splitlines(keepends=True)
+    outside = _outside_fences([l.rstrip("\r\n") for l in lines])
+    starts = [i for i, l in enumerate(lines) if outside[i] and l.strip() == begin]
+    if len(starts) > 1:
+        raise SqueezebenchError(f"{path} has {len(starts)} {begin} blocks (lines "
+                                f"{' and '.join(str(i + 1) for i in starts)}); keep one")
+    stop = next((j for j in range(starts[0] + 1, len(lines)) if outside[j] and lines[j].strip() == end),
+                None) if starts else None
+    if stop is None:
         return None
-    return pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", content, count=1)
+    nl = "\r\n" if lines[starts[0]].endswith("\r\n") else "\n"
+    tail = lines[stop][len(lines[stop].rstrip("\r\n")):]
+    body = nl.join(text.rstrip().split("\n"))
+    return "".join(lines[:starts[0]]) + f"{begin}{nl}{body}{nl}{end}{tail}" + "".join(lines[stop + 1:])
 
 
 def diff(path: Path, old: str, new: str) -> str:

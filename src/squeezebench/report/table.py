@@ -253,7 +253,7 @@ def update_readme(path: Path, text: str, block: str = "") -> None:
     """Replace the block between ``<!-- squeezebench:table[ NAME] -->`` and its end marker in ``path`` (atomically)."""
     from squeezebench.report.merge import read_text, replace_block, write_atomic
 
-    new = replace_block(read_text(path), text, block)
+    new = replace_block(read_text(path), text, block, str(path))
     if new is None:
         begin = BEGIN if not block else BEGIN.replace(" -->", f" {block} -->")
         end = END if not block else END.replace(" -->", f" {block} -->")
