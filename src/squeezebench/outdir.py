@@ -44,6 +44,15 @@ def inside(out: Path, path: Path, what: str) -> Path:
     return Path(path)
 
 
+def inside_tree(out: Path, folder: Path, what: str) -> Path:
+    """``inside`` for a folder and everything already in it (a build writes its files into an existing folder)."""
+    inside(out, folder, what)
+    if Path(folder).is_dir() and not Path(folder).is_symlink():
+        for path in Path(folder).rglob("*"):
+            inside(out, path, f"{path.name!r} in {what}")
+    return Path(folder)
+
+
 def check_writable(out: Path, team: str) -> None:
     """Create ``out/team`` and write a probe file in both folders; one line naming the problem otherwise."""
     out = Path(out)

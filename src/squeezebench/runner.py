@@ -168,8 +168,8 @@ class Runner:
         for variant in self.variants:
             source, method = variant.source, variant.label
             build_key = _digest([self._base_record(variant, "cpu", None).protocol_key(), method])
-            artifact_dir = outdir.inside(self.out, self.out / "artifacts" / _slug(source["name"]) /
-                                         f"{_slug(method)}-{build_key}", "the artifact folder")
+            artifact_dir = outdir.inside_tree(self.out, self.out / "artifacts" / _slug(source["name"]) /
+                                              f"{_slug(method)}-{build_key}", "the artifact folder")
             reference = outdir.inside(self.out, self.out / "references" /
                                       f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz",
                                       "the reference file")

@@ -64,3 +64,15 @@ def test_import_table_checks_its_team_and_out(tmp_path):
     with pytest.raises(SqueezebenchError, match="leads outside --out"):
         write_imported([], tmp_path / "out", "course")
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_link_inside_an_existing_artifact_folder_is_refused(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim.bin"
+    victim.write_bytes(b"keep")
+    folder = out / "artifacts" / "m" / "original-abc"
+    folder.mkdir(parents=True)
+    (folder / "weights.safetensors").write_bytes(b"old build")
+    assert outdir.inside_tree(out, folder, "the artifact folder") == folder
+    (folder / "model.safetensors").symlink_to(victim)
+    with pytest.raises(SqueezebenchError, match=r"'model.safetensors' in the artifact folder .* leads outside --out"):
+        outdir.inside_tree(out, folder, "the artifact folder")
