@@ -6,9 +6,11 @@ alignment colons). Rows written by squeezebench carry an invisible marker in the
 so rows of two protocols stay two rows). An update replaces the rows whose marker matches one of the rows being
 written, in place; appends the others after this team's last row (or at the end of the table) in the table's order;
 and leaves every other line as it was, byte for byte: other teams' hand-written rows are never parsed, reformatted or
-removed. Each team's protocol lines go in a ``<!-- sb:notes team=T -->`` block right after the table (replaced on the
-next update). A README with ``<!-- squeezebench:table -->`` markers keeps the older behaviour: the block between the
-markers is rewritten whole. Files are written atomically (a temporary file, then ``os.replace``).
+removed. Each team's protocol lines go in a ``<!-- sb:notes team=T -->`` block after the table and its caption
+(replaced on the next update). Tables and markers inside fenced code are examples, not targets; two matching tables
+are refused unless exactly one holds this team's rows; a read-only file is refused. Names are escaped by
+report/escape.py. A README with ``<!-- squeezebench:table -->`` markers keeps the older behaviour: the block between
+the markers is rewritten whole. Files are written atomically (a temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations
