@@ -27,6 +27,8 @@ def _rows(tmp_path):
 def test_a_table_in_a_fenced_code_example_is_not_updated(tmp_path):
     example = "```markdown\n" + COURSE_HEADER + "\n" + SEP + "\n| example | row | | | | | | |\n```\n\n"
     tilde = "~~~\n" + COURSE_HEADER + "\n" + SEP + "\n~~~\n\n"
+    comment = "<!-- the old table:\n" + COURSE_HEADER + "\n" + SEP + "\n-->\n\n"
+    example += comment
     text = ABOVE + example + tilde + COURSE_HEADER + "\n" + SEP + "\n" + "\n".join(OTHERS) + "\n" + BELOW
     new = merge(text, _rows(tmp_path))
     assert new.startswith(ABOVE + example + tilde)  # the examples are untouched

@@ -66,9 +66,14 @@ FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 def _outside_fences(lines: list[str]) -> list[bool]:
-    """For each line, whether it is outside a fenced code block (a table in a code example is not the table)."""
-    out, fence = [], None
+    """For each line, whether it is outside a fenced code block and a multi-line HTML comment (a table in a code
+    example or a commented-out table is not the table)."""
+    out, fence, comment = [], None, False
     for line in lines:
+        if comment or (fence is None and line.lstrip().startswith("<!--") and "-->" not in line):
+            comment = "-->" not in line if comment else True
+            out.append(False)
+            continue
         m = FENCE.match(line)
         if fence is None and m:
             fence = m.group(1)
