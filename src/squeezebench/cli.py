@@ -213,7 +213,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from squeezebench.atomic import atomic_write_text
     from squeezebench.report import merge
     from squeezebench.report.table import collect, table
 
@@ -223,7 +222,8 @@ def cmd_table(args) -> int:
         print(table(args.dirs, args.format, args.lang, extra_columns=args.extra_columns), end="")
         return 0
     old = merge.read_text(args.update)
-    new = merge.replace_block(old, table(args.dirs, args.format, args.lang, args.extra_columns), args.block)
+    new = merge.replace_block(old, table(args.dirs, args.format, args.lang, args.extra_columns), args.block,
+                              str(args.update))
     if new is None:  # no squeezebench markers: merge into the course's table, found by its header
         if args.format != "markdown" or args.extra_columns or args.block:
             raise SqueezebenchError(f"{args.update} has no squeezebench:table{' ' + args.block if args.block else ''} "
@@ -231,12 +231,12 @@ def cmd_table(args) -> int:
         rows = collect(args.dirs)
         if not rows:
             raise SqueezebenchError(f"no results found in {', '.join(map(str, args.dirs))}; run `squeezebench run` first")
-        new = merge.merge(old, rows)
+        new = merge.merge(old, rows, str(args.update))
     if args.dry_run:
         print(merge.diff(args.update, old, new), end="")
         return 0
     if new != old:
-        atomic_write_text(args.update, new)
+        merge.write_atomic(args.update, new)  # refuses a file its owner made read-only
     print(f"updated {args.update}" if new != old else f"{args.update} already up to date", file=sys.stderr)
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,15 +25,38 @@ LOCK_NAME = ".squeezebench.lock"
 
 def check_team(team: str) -> None:
     """A team name becomes a folder name below --out: it must be a plain name."""
-    if not team or not team.strip() or team in (".", "..") or any(c in team for c in "/\\\0") \
-            or team != team.strip() or any(ord(c) < 32 for c in team):
+    if team in (".", "..") or not re.fullmatch(r"[\w.-]+", team):  # \w: letters and digits of any script, '_'
         raise SqueezebenchError(f"--team must be a plain name (letters, digits, '-', '_', '.'; not '.', '..' or a "
                                 f"path), got {team!r}")
+
+
+def inside(out: Path, path: Path, what: str) -> Path:
+    """``path`` if it stays below ``out`` once every symbolic link on the way is followed, else one line.
+
+    Every path squeezebench writes below --out (run files, logs, artifacts, references) passes here first: a link
+    left in --out (a log file, ``artifacts/MODEL``, ``references``, the team folder) must not make a run write its
+    files somewhere else on the machine."""
+    root = Path(out).resolve()
+    real = Path(path).resolve()  # not strict: a dangling link resolves to where it points
+    if real != root and root not in real.parents:
+        raise SqueezebenchError(f"{what} {str(path)!r} leads outside --out {str(out)!r} (to {str(real)!r}) through "
+                                "a symbolic link; remove the link or pass another --out")
+    return Path(path)
+
+
+def inside_tree(out: Path, folder: Path, what: str) -> Path:
+    """``inside`` for a folder and everything already in it (a build writes its files into an existing folder)."""
+    inside(out, folder, what)
+    if Path(folder).is_dir() and not Path(folder).is_symlink():
+        for path in Path(folder).rglob("*"):
+            inside(out, path, f"{path.name!r} in {what}")
+    return Path(folder)
 
 
 def check_writable(out: Path, team: str) -> None:
     """Create ``out/team`` and write a probe file in both folders; one line naming the problem otherwise."""
     out = Path(out)
+    inside(out, out / team, "the team folder")
     for folder in (out, out / team):
         if folder.exists() and not folder.is_dir():
             raise SqueezebenchError(f"--out {str(folder)!r} is a file, not a folder; pass a folder for the results")
@@ -51,7 +75,7 @@ def claim(out: Path, team: str) -> Iterator[None]:
     """Check the folder, then hold its lock for the duration of the block."""
     check_team(team)
     check_writable(out, team)
-    path = Path(out) / LOCK_NAME
+    path = inside(out, Path(out) / LOCK_NAME, "the lock file")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

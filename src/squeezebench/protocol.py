@@ -8,6 +8,7 @@ their CLI help in metadata, so the command line is derived from them and a new s
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -16,6 +17,8 @@ from squeezebench.measures.latency import TimingProtocol
 from squeezebench.tasks.base import CalibrationProtocol, EvalProtocol
 
 PARTS = (TimingProtocol, EvalProtocol, CalibrationProtocol)
+THREADS_PER_CORE = 4  # oversubscription beyond this only measures the scheduler
+MAX_GEN_TOKENS = 131072  # the longest context windows in use; the model's own limit is checked with its config
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,27 @@ class Protocol(TimingProtocol, EvalProtocol, CalibrationProtocol):
                 raise SqueezebenchError(f"{flag_name(f)} must be a positive number, got {value}")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise SqueezebenchError(f"{flag_name(f)} must not be negative, got {value}")
+        self._check_bounds()
+
+    def check_threads(self, cores: Optional[int] = None) -> None:
+        """Far more threads than the measuring machine's cores (each one a stack and a share of the cores: 100,000
+        crash the worker) are refused before any build. The runner asks this for the local executor, whose
+        workers run on this machine; Ray nodes have cores of their own."""
+        cores = cores or os.cpu_count() or 1
+        if self.threads is not None and self.threads > cores * THREADS_PER_CORE:
+            raise SqueezebenchError(f"--threads {self.threads} is more than {THREADS_PER_CORE} x the {cores} cores of "
+                                    f"this machine; pass --threads {cores} or less")
+
+    def _check_bounds(self) -> None:
+        """Values no run can carry out: more new tokens than any model has positions, a --prompt with a field that
+        is never filled in."""
+        if self.gen_new_tokens > MAX_GEN_TOKENS:
+            raise SqueezebenchError(f"--gen-tokens {self.gen_new_tokens} is more than any model's positions "
+                                    f"({MAX_GEN_TOKENS}); pass a few dozen (default 32)")
+        if self.gen_prompt is not None:
+            from squeezebench.tasks.text_generation import check_prompt
+
+            check_prompt(self.gen_prompt)
 
 
 def flag_name(f: dataclasses.Field) -> str:

@@ -80,12 +80,14 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
     task = TASKS.get(config.task)
     p = config.protocol
     p.validate()
+    if config.executor == "local":
+        p.check_threads()
     if not config.models:
         raise SqueezebenchError("no model given; pass --model")
     sources = [source_of(m, config.trust_remote_code, config.tokenizer) for m in config.models]
     for source in sources:
         check_available(source)
-        check_model_config(source, p.seq_len)
+        check_model_config(source, p.seq_len, p.gen_new_tokens)
         source["fingerprint"] = fingerprint(source)
     chains = []
     for text in config.methods:
@@ -151,7 +153,8 @@ class Runner:
 
     def _run_all(self, executor: Executor) -> list[Record]:
         self._started = datetime.now(timezone.utc)
-        self._run_path = self.out / self.config.team / f"run-{self._started.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+        self._run_path = outdir.inside(self.out, self.out / self.config.team /
+                                       f"run-{self._started.strftime('%Y%m%dT%H%M%S%fZ')}.json", "the run file")
         self._run_file: Optional[RunFile] = None
         executor.execute(self.plan(), self)
         return self.records
@@ -164,8 +167,11 @@ class Runner:
         units, i = [], 0
         for variant in self.variants:
             source, method = variant.source, variant.label
-            artifact_dir = artifact_dir_of(self.out, self._base_record(variant, "cpu", None))
-            reference = self.out / "references" / f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz"
+            artifact_dir = outdir.inside_tree(self.out, artifact_dir_of(self.out, self._base_record(variant, "cpu", None)),
+                                              "the artifact folder")
+            reference = outdir.inside(self.out, self.out / "references" /
+                                      f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz",
+                                      "the reference file")
             unit = Unit(variant, artifact_dir, reference,
                         self._job(variant, _build_device(variant), artifact_dir, reference))
             for device in self.config.devices:
@@ -176,10 +182,24 @@ class Runner:
                     label=f"[{i}/{total}] {source['name']} · {method} · {device}", device=device, key=key,
                     index=i, total=total,
                     job=self._job(variant, device, artifact_dir, reference),
-                    log_path=self.out / "logs" / f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log",
+                    log_path=outdir.inside(self.out, self.out / "logs" /
+                                           f"{_slug(source['name'])}-{_slug(method)}-{_slug(device)}.log", "the log"),
                     done=prior if prior is not None and not _reference_lost(prior) else None))
             units.append(unit)
+        self._warn_lost_references(units, done)
         return units
+
+    def _warn_lost_references(self, units: list[Unit], done: dict[str, Record]) -> None:
+        """A reference an earlier run wrote that is gone, with no original measured in this run to write it again:
+        the variants measured now get no agreement metrics. Said here, not left to an empty column."""
+        written = {getattr(r.quality, "reference_file", None) for r in done.values() if r.quality is not None}
+        remeasured = {str(u.reference) for u in units if u.variant.is_original and any(s.done is None for s in u.slots)}
+        lost = sorted({str(u.reference) for u in units if not u.variant.is_original and str(u.reference) in written
+                       and str(u.reference) not in remeasured and not references.readable(u.reference)
+                       and any(s.done is None for s in u.slots)})
+        for path in lost:
+            log.warning("the original's reference %s is gone: variants measured now get no agreement with the "
+                        "original; add --method original to this run to measure it again", path)
 
     # --- the Sink an executor reports to (executors.base.Sink) ------------------------------------
     @property

@@ -157,6 +157,12 @@ class LatencyMeasure(Measure):
     def flags(self, row: Row) -> list[str]:
         out = []
         for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
+            mine = row.on(dev)
+            if ok(mine) and mine.latency.iterations is not None and mine.latency.iterations < mine.protocol.min_iters:
+                limit = getattr(mine.protocol, "max_time_s", None)  # kept as an extra field of the section
+                out.append(f"{name} timing stopped at --max-time{f' {limit:g} s' if limit else ''} after "
+                           f"{mine.latency.iterations} of --min-iters {mine.protocol.min_iters} runs")
+        for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
             mine, ref = row.on(dev), row.original.get(dev)
             if not row.is_original and ok(mine) and ref is not None:
                 if mine.latency.median > ref.latency.median * SLOWER_THRESHOLD:

@@ -10,12 +10,14 @@ Model strings are explicit about their kind:
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -97,6 +99,7 @@ def source_of(text: str, trust_remote_code: bool = False, tokenizer: str | None 
         module, sep, func = target.rpartition(":")
         if not sep or not module or not func:
             raise SqueezebenchError(f"python model {target!r} must look like package.module:function")
+        module_file(module)  # found without importing it: its code runs in the worker only
         return {"kind": "python", "target": target, "name": func}
     if text.startswith("onnx:"):
         path = Path(text.removeprefix("onnx:")).expanduser()
@@ -226,12 +229,36 @@ def load_model(source: dict[str, Any], task: Any, num_labels: int | None = None)
     return bundle
 
 
+def worker_path() -> list[str]:
+    """The module search path of a worker: ``python -m squeezebench.worker`` puts the current folder first."""
+    return [os.getcwd()] + [p for p in sys.path if p and os.path.abspath(p) != os.getcwd()]
+
+
+def module_file(module_name: str) -> Optional[str]:
+    """The file of ``module_name`` as a worker would import it, found WITHOUT importing anything (a package's
+    ``__init__`` runs in the worker only), or one line naming the module and the search path."""
+    path: Optional[list[str]] = worker_path()
+    spec = None
+    for i, part in enumerate(module_name.split(".")):
+        spec = importlib.machinery.PathFinder.find_spec(part, path) if path is not None else None
+        if spec is None and i == 0:  # installed packages with their own finders (editable installs): no code runs
+            spec = importlib.util.find_spec(part)
+        if spec is None:
+            missing = ".".join(module_name.split(".")[:i + 1])
+            raise SqueezebenchError(
+                f"cannot find module {missing!r} (of {module_name!r}) on the search path "
+                f"{os.pathsep.join(path or [])}; run from the folder that holds it or add that folder to PYTHONPATH")
+        path = list(spec.submodule_search_locations or []) or None
+    return spec.origin if spec is not None and spec.origin and os.path.isfile(spec.origin) else None
+
+
 def _load_python(source: dict[str, Any], pretrained: bool) -> ModelBundle:
     module_name, _, func_name = source["target"].rpartition(":")
     try:
         mod = importlib.import_module(module_name)
     except ImportError as exc:
-        raise SqueezebenchError(f"cannot import {module_name!r} for python:{source['target']}: {exc}") from None
+        raise SqueezebenchError(f"cannot import {module_name!r} for python:{source['target']} ({exc}; searched "
+                                f"{os.pathsep.join(sys.path)})") from None
     fn = getattr(mod, func_name, None)
     if not callable(fn):
         raise SqueezebenchError(f"{module_name!r} has no function {func_name!r}")
@@ -276,9 +303,9 @@ def fingerprint(source: dict[str, Any]) -> str:
         h.update(f"hub:{source['id']}".encode())
     elif kind == "python":
         h.update(source["target"].encode())
-        spec = importlib.util.find_spec(source["target"].rpartition(":")[0])
-        if spec is not None and spec.origin and os.path.isfile(spec.origin):
-            h.update(Path(spec.origin).read_bytes())
+        origin = module_file(source["target"].rpartition(":")[0])
+        if origin:
+            h.update(Path(origin).read_bytes())
     else:
         root = Path(source.get("id") or source["path"])
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]

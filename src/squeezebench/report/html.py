@@ -13,7 +13,6 @@ this report needs, which is little code.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -25,6 +24,7 @@ from squeezebench.measures.base import ok
 from squeezebench.atomic import atomic_write_text
 from squeezebench.measures.collapse import collapsed
 from squeezebench.measures.serving import serving_of
+from squeezebench.report.escape import html_text
 from squeezebench.report.pareto import front
 from squeezebench.report.table import _columns, collect, headers, imported, json_rows, protocol_notes, row_cells
 
@@ -33,8 +33,7 @@ COSTS = (("cpu_ms", "CPU latency (ms, median)"), ("gpu_ms", "GPU latency (ms, me
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 300, 56, 16, 14, 40
 
 
-def esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
+esc = html_text
 
 
 def _ticks(lo: float, hi: float, log: bool) -> list[float]:
@@ -313,9 +312,29 @@ def write_report(directories: list[Path], output: Path) -> Path:
         raise SqueezebenchError(f"no results found in {', '.join(map(str, directories))}; run `squeezebench run` first")
     names = ", ".join(str(d) for d in directories)
     output = Path(output)
+    check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, render_report(rows, f"squeezebench report: {names}"))
     return output
+
+
+def check_output(output: Path) -> None:
+    """``-o`` may name a new file or a previous report, nothing else: pointed at a results JSON (or any other file)
+    by a slip, the report would replace it and the record would be lost."""
+    if output.is_dir():
+        raise SqueezebenchError(f"-o {str(output)!r} is a folder; pass a file name such as report.html")
+    if output.suffix.lower() == ".json":  # results are JSON: a report named so would sit among them
+        raise SqueezebenchError(f"-o {str(output)!r} names a JSON file; the report is HTML: pass e.g. report.html")
+    if not output.exists():
+        return
+    try:
+        with open(output, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise SqueezebenchError(f"cannot read -o {str(output)!r} ({exc.strerror or exc})") from None
+    if not (head.startswith(b"<!DOCTYPE html>") and b"<title>squeezebench report" in head):
+        raise SqueezebenchError(f"-o {str(output)!r} exists and is not a squeezebench report; it is left as it is: "
+                                "pass a new file name")
 
 
 PAGE = """<!DOCTYPE html>

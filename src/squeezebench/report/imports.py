@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from squeezebench.errors import SqueezebenchError
+from squeezebench.outdir import check_team, inside
 from squeezebench.report.merge import find_table, parse_marker, read_text, split_cells
 from squeezebench.report.table import _columns
 from squeezebench.results.schema import ImportedCell, Record
@@ -114,7 +115,8 @@ def import_table(path: Path, team: str, task: str = "unknown", only: Optional[st
 
 def write_imported(records: list[Record], out: Path, team: str, command: str = "") -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    path = Path(out) / team / f"run-imported-{stamp}.json"
+    check_team(team)
+    path = inside(out, Path(out) / team / f"run-imported-{stamp}.json", "the run file")
     run = RunFile(path, {"team": team, "started": stamp, "command": command})
     for rec in records:
         run.add(rec)

@@ -11,12 +11,14 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 import squeezebench.tasks  # noqa: F401  (registers the built-in tasks and metrics: the quality cell's forms and order)
 from squeezebench.errors import SqueezebenchError
 from squeezebench.i18n import LANGS, language, tr
 from squeezebench.measures import MEASURES, Row
 from squeezebench.measures.base import all_columns, ok
+from squeezebench.report.escape import csv_cell, md_cell, md_line, md_name
 from squeezebench.results import Record, iter_records
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,8 @@ def flags_of(row: Row) -> list[str]:
     return flags
 
 
-def protocol_notes(rows: list[Row], lang: str = "en") -> list[str]:
+def protocol_notes(rows: list[Row], lang: str = "en", name: Callable[[str], str] = str) -> list[str]:
+    """One line per measured (team, model, device) protocol; ``name`` escapes team and model for the format."""
     notes = []
     seen = set()
     for row in rows:
@@ -142,7 +145,7 @@ def protocol_notes(rows: list[Row], lang: str = "en") -> list[str]:
             with language(lang):
                 line = tr("{team} · {model} · {device}: {where}; {threads} threads; inputs {shape}; {warmup} warm-up "
                           "runs, then ≥ {min_iters} runs and ≥ {min_time} s ({timer}); cells are median ± std (ms); "
-                          "torch {torch}, transformers {transformers}", team=row.team, model=row.model,
+                          "torch {torch}, transformers {transformers}", team=name(row.team), model=name(row.model),
                           device=dev.upper(), where=where, threads=rec.runtime.threads, shape=shape,
                           warmup=p.warmup_iters, min_iters=p.min_iters, min_time=f"{p.min_time_s:g}", timer=lat.timer,
                           torch=env.torch, transformers=env.transformers)
@@ -182,16 +185,17 @@ def json_rows(rows: list[Row]) -> list[dict]:
     return out
 
 
-def row_cells(row: Row, cols, multi_team: bool) -> list[str]:
-    """A row's cells as text: the measures' cells, or an imported row's cells as they were written."""
+def row_cells(row: Row, cols, multi_team: bool, name: Callable[[str], str] = str) -> list[str]:
+    """A row's cells as text: the measures' cells, or an imported row's cells as they were written. ``name``
+    escapes the model, team and method names for the output format (report/escape.py)."""
     imp = imported(row)
     if imp is None:
-        return [_model_cell(row, multi_team, False), row.method] + [c.cell(row) for c in cols]
+        return [_model_cell(row, multi_team, name), name(row.method)] + [c.cell(row) for c in cols]
     cells = [imp.cells[c.key].text if c.key in imp.cells else "" for c in cols]
     for i, c in enumerate(cols):
         if c.key == "quality":  # the flags' column, as for measured rows
             cells[i] = (cells[i] + " " if cells[i] else "") + f"⚠ {imp.note}"
-    return [_model_cell(row, multi_team, False), row.method] + cells
+    return [_model_cell(row, multi_team, name), name(row.method)] + cells
 
 
 def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_columns: bool = False) -> str:
@@ -203,30 +207,36 @@ def render(rows: list[Row], fmt: str = "markdown", lang: str = "en", extra_colum
     multi_group = any(r.groups_of_model > 1 for r in rows)
     cols = _columns(extra_columns)
     with language(lang):
-        cells = [row_cells(r, cols, multi_team) for r in rows]
+        csv_cells = [[csv_cell(c) for c in row_cells(r, cols, multi_team)] for r in rows] if fmt == "csv" else []
+        md_rows = [markdown_row(row_cells(r, cols, multi_team, md_name)) for r in rows] if fmt == "markdown" else []
     head = headers(lang, extra_columns)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(head)
-        writer.writerows(cells)
+        writer.writerows(csv_cells)
         return buf.getvalue()
     if fmt != "markdown":
         raise SqueezebenchError(f"unknown table format {fmt!r}; use markdown, csv or json")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+    lines += md_rows
     if multi_group:
-        lines += [""] + [f"- {n}" for n in group_notes(rows, lang)]
-    lines += [""] + [f"- {n}" for n in protocol_notes(rows, lang)]
+        lines += [""] + [f"- {md_line(n)}" for n in group_notes(rows, lang, md_name)]
+    lines += [""] + [f"- {md_line(n)}" for n in protocol_notes(rows, lang, md_name)]
     return "\n".join(lines) + "\n"
 
 
-def _model_cell(row: Row, multi_team: bool, multi_group: bool) -> str:
-    text = f"{row.model} [{row.team}]" if multi_team else row.model
+def markdown_row(cells: list[str]) -> str:
+    """One Markdown table line; every cell on one line with its pipes escaped, so a row is always one row."""
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
+def _model_cell(row: Row, multi_team: bool, name: Callable[[str], str]) -> str:
+    text = f"{name(row.model)} [{name(row.team)}]" if multi_team else name(row.model)
     return text + (f" (G{row.group_index + 1})" if row.groups_of_model > 1 else "")
 
 
-def group_notes(rows: list[Row], lang: str = "en") -> list[str]:
+def group_notes(rows: list[Row], lang: str = "en", name: Callable[[str], str] = str) -> list[str]:
     """One line per comparability group: rows of different groups were measured under different protocols, data or
     model files, and no Δ pairs across them."""
     notes: dict[tuple, str] = {}
@@ -235,7 +245,7 @@ def group_notes(rows: list[Row], lang: str = "en") -> list[str]:
         if row.groups_of_model > 1 and key not in notes and rec is not None:
             what = (f"{rec.imported.note} (from {rec.imported.source}, line {rec.imported.line}); protocol unknown"
                     if rec.imported is not None else rec.protocol_summary())
-            notes[key] = f"{row.model} [{row.team}] G{row.group_index + 1}: {what}"
+            notes[key] = f"{name(row.model)} [{name(row.team)}] G{row.group_index + 1}: {what}"
     with language(lang):
         head = tr("Rows of one model in different groups (G1, G2, ...) were measured under different protocols, "
                   "data or model files: Δ only within a group.")
@@ -251,12 +261,11 @@ def table(directories: list[Path], fmt: str = "markdown", lang: str = "en", extr
 
 def update_readme(path: Path, text: str, block: str = "") -> None:
     """Replace the block between ``<!-- squeezebench:table[ NAME] -->`` and its end marker in ``path`` (atomically)."""
-    from squeezebench.atomic import atomic_write_text
-    from squeezebench.report.merge import read_text, replace_block
+    from squeezebench.report.merge import read_text, replace_block, write_atomic
 
-    new = replace_block(read_text(path), text, block)
+    new = replace_block(read_text(path), text, block, str(path))
     if new is None:
         begin = BEGIN if not block else BEGIN.replace(" -->", f" {block} -->")
         end = END if not block else END.replace(" -->", f" {block} -->")
         raise SqueezebenchError(f"{path} has no {begin} ... {end} block; add the two markers where the table goes")
-    atomic_write_text(path, new)
+    write_atomic(path, new)

@@ -250,6 +250,16 @@ class Imported(Section):
     cells: dict[str, ImportedCell] = Field(default_factory=dict)  # by column key (weights_size_mb, cpu_ms, ...)
 
 
+INF = float("inf")
+# physical ranges of metric values by (unit, higher_is_better); None: either direction. An error rate (WER, CER) is a
+# fraction that can pass 1 (insertions), so only higher-is-better fractions are capped at 1.
+METRIC_RANGES: dict[tuple[str, Optional[bool]], tuple[float, float]] = {
+    ("fraction", True): (0.0, 1.0), ("fraction", False): (0.0, INF), ("ms", None): (0.0, INF),
+    ("score 0-100", None): (0.0, 100.0), ("ppl", None): (1.0, INF), ("cosine", None): (-1.0, 1.0),
+    ("tokens/s", None): (0.0, INF), ("%", None): (0.0, INF), ("ratio", None): (0.0, INF),
+}
+
+
 class Record(Section):
     """One variant (model, method chain, device) as measured (or, with ``imported``, as typed by someone else)."""
 
@@ -283,6 +293,27 @@ class Record(Section):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def impossible(self) -> Optional[str]:
+        """What in this record no measurement can produce (a negative time or size, an accuracy above 1), or None.
+        A hand-edited or corrupted record is skipped on load with this reason instead of being tabled."""
+        checks: list[tuple[str, Optional[float], float, float]] = []
+        if self.latency is not None:
+            lat = self.latency
+            checks += [(f"latency.{k}", getattr(lat, k), 0.0, INF) for k in ("median", "std", "mean", "min", "max",
+                                                                             "p90", "p99")]
+        if self.build is not None and self.build.size is not None:
+            checks += [("build.size.weights_bytes", self.build.size.weights_bytes, 0.0, INF),
+                       ("build.size.weights_mb", self.build.size.weights_mb, 0.0, INF)]
+        if self.memory is not None and self.memory.vram is not None:
+            checks += [("memory.vram.peak_reserved_mb", self.memory.vram.peak_reserved_mb, 0.0, INF)]
+        for name, m in (self.quality.metrics.items() if self.quality is not None else ()):
+            lo, hi = METRIC_RANGES.get((m.unit, m.higher_is_better), METRIC_RANGES.get((m.unit, None), (-INF, INF)))
+            checks += [(f"quality.metrics.{name}", m.value, lo, hi)]
+        for where, value, lo, hi in checks:
+            if value is not None and not lo - 1e-6 <= value <= hi + 1e-6:  # rounding passes, NaN fails
+                return f"{where} is {value}, outside [{lo:g}, {hi:g}]"
+        return None
 
     def protocol_key(self) -> str:
         """What must be equal for two records to be compared (Δ) or for one to stand in for another on resume: the

@@ -23,6 +23,9 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     version = doc.get("schema_version")
     if not isinstance(version, int):
         raise SqueezebenchError(f"{path} is not a squeezebench result file (no schema_version); move it out of the results folder")
+    if version < 1 or isinstance(version, bool):
+        raise SqueezebenchError(f"{path} has schema_version {version!r}, which no squeezebench wrote (known: 1 to "
+                                f"{SCHEMA_VERSION}); fix or remove the file")
     if version > SCHEMA_VERSION:
         raise SqueezebenchError(
             f"{path} has schema_version {version}, newer than this squeezebench reads ({SCHEMA_VERSION}); "
@@ -52,8 +55,16 @@ def read_run(path: Path) -> RunDoc:
         raise SqueezebenchError(f"{path}: field {where}: {err['msg']}; fix or remove the file") from None
     except RecursionError:
         raise SqueezebenchError(f"{path} is nested too deeply to be a result file; move it out of the results folder") from None
-    for rec in run.records:
+    kept = []
+    for i, rec in enumerate(run.records):
+        problem = rec.impossible()
+        if problem is not None:  # one impossible record is left out; the file's other records still count
+            log.warning("skipped: %s: record %d (%s / %s / %s): %s; fix or remove it", path, i, rec.model.name,
+                        rec.method, rec.device, problem)
+            continue
         rec.source_file = str(path)
+        kept.append(rec)
+    run.records = kept
     return run
 
 

@@ -19,7 +19,9 @@ def score_logits(logits: np.ndarray, y_true: np.ndarray, n_classes: int, bundle,
         metrics["top5_accuracy"] = metric_value(TOP5, hit.mean(), len(hit), bootstrap_ci(lambda i: hit[i].mean(), len(hit)))
     flags = []
     chance = chance_flag(metrics["accuracy"], y_true, max(n_classes, 1))
-    if chance:
+    if len(np.unique(y_true)) == 1 and len(y_true) > 0:
+        flags.append("all examples are one class: accuracy only says how often that class is predicted")
+    elif chance:
         flags.append(chance)
     if bundle.newly_initialized:
         shown = ", ".join(bundle.newly_initialized[:3]) + (" ..." if len(bundle.newly_initialized) > 3 else "")

@@ -219,6 +219,9 @@ def text_rows(table: Rows, options: DatasetOptions) -> Dataset:
     examples = [{"text": str(r[text_column])} for r in rows]
     if raw_labels is not None:
         label_names = sorted({str(v) for v in raw_labels}, key=_label_sort_key)
+        if len(label_names) == 1 and len(rows) > 1:
+            log.warning("dataset %r: every example has label %r; accuracy on it cannot tell models apart", spec,
+                        label_names[0])
         index = {name: i for i, name in enumerate(label_names)}
         for ex, lab in zip(examples, raw_labels):
             ex["label"] = index[str(lab)]
@@ -261,7 +264,38 @@ def _csv(arg: str, options: DatasetOptions) -> Rows:
         raise SqueezebenchError(f"CSV file {arg!r} cannot be parsed (line {reader.line_num}: {exc})") from None
     if not rows:
         raise SqueezebenchError(f"CSV file {arg!r} has a header but no rows; add at least one example")
+    _check_header(arg, cols, rows)
     return Rows(f"csv:{arg}", rows, cols)
+
+
+def _check_header(arg: str, cols: list[str], rows: list[dict]) -> None:
+    """Refuse a header that names a column twice (csv keeps the last one's values: the wrong column would be
+    scored) and a second copy of the header inside the data (it would become an example)."""
+    seen: set[str] = set()
+    for col in cols:
+        if col in seen:
+            raise SqueezebenchError(f"CSV file {arg!r} names column {col!r} twice in its header; rename or drop "
+                                    "one of them")
+        seen.add(col)
+    for n, row in enumerate(rows, 1):
+        if all(row.get(c) == c for c in cols):
+            raise SqueezebenchError(f"CSV file {arg!r} repeats its header as data row {n}; remove that line "
+                                    "(files joined with cat keep each file's header)")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of two silently: the wrong field scored)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _jsonl(arg: str, options: DatasetOptions) -> Rows:
@@ -271,7 +305,9 @@ def _jsonl(arg: str, options: DatasetOptions) -> Rows:
     for n, line in enumerate(_read_text(path, "JSONL file").splitlines(), 1):
         if line.strip():
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as dup:
+                raise SqueezebenchError(f"{arg}:{n} names key {dup.key!r} twice; keep one of them") from None
             except (json.JSONDecodeError, RecursionError) as exc:
                 why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
                 raise SqueezebenchError(f"{arg}:{n} is not valid JSON ({why})") from None
@@ -285,14 +321,15 @@ def _jsonl(arg: str, options: DatasetOptions) -> Rows:
     return Rows(f"jsonl:{arg}", rows, cols)
 
 
-def _text_dir(arg: str, options: DatasetOptions, root: Optional[Path] = None) -> Dataset:
-    root = root or _existing(arg, "text folder")
+def _text_dir(arg: str, options: DatasetOptions, builtin: Optional[Path] = None) -> Dataset:
+    root = builtin or _existing(arg, "text folder")
     files = sorted(p for p in root.rglob("*.txt") if p.is_file())
     classes = sorted({p.parent.name for p in files if p.parent != root})
     index = {c: i for i, c in enumerate(classes)}
     examples = []
-    for p in files:
-        ex: dict[str, Any] = {"text": p.read_text(encoding="utf-8", errors="ignore")}
+    for p in files:  # a user's files are UTF-8 or refused; the built-in corpus keeps its recorded decoding
+        text = _read_text(p, "text file") if builtin is None else p.read_text(encoding="utf-8", errors="ignore")
+        ex: dict[str, Any] = {"text": text}
         if classes and p.parent != root:
             ex["label"] = index[p.parent.name]
         examples.append(ex)

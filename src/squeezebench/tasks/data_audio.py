@@ -6,6 +6,7 @@ Examples are dicts ``{"audio": path, "text": transcript, "id": utterance id}``.
 
 from __future__ import annotations
 
+import logging
 from math import gcd
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, Rows, _existing, require_columns
+from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, Rows, _existing, _read_text, require_columns
 
 AUDIO_SUFFIXES = (".flac", ".wav")
+log = logging.getLogger(__name__)
 
 
 def load_audio(path: Any, rate: int) -> np.ndarray:
@@ -70,7 +72,7 @@ def _audio_dir(arg: str, options: DatasetOptions) -> Dataset:
                                 "use the LibriSpeech layout: UTT-ID TEXT lines beside UTT-ID.flac files")
     examples: list[dict[str, Any]] = []
     for tr in transcripts:
-        for n, line in enumerate(tr.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_read_text(tr, "transcript file").splitlines(), 1):
             if not line.strip():
                 continue
             utt, _, text = line.strip().partition(" ")
@@ -80,7 +82,13 @@ def _audio_dir(arg: str, options: DatasetOptions) -> Dataset:
             if audio is None:
                 raise SqueezebenchError(f"{tr}:{n}: audio file {utt}.flac (or .wav) is missing in {tr.parent}")
             examples.append({"audio": str(audio), "text": text.strip(), "id": utt})
-    return Dataset(f"audio-dir:{arg}", examples, None, {"transcript_files": len(transcripts), "layout": "librispeech"})
+    used = {ex["audio"] for ex in examples}
+    untranscribed = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and str(p) not in used)
+    if untranscribed:  # counted and said, never dropped silently
+        log.warning("audio folder %r: %d audio file(s) have no transcript line and are not evaluated (first: %s)",
+                    arg, len(untranscribed), untranscribed[0])
+    return Dataset(f"audio-dir:{arg}", examples, None, {"transcript_files": len(transcripts), "layout": "librispeech",
+                                                        "audio_without_transcript": len(untranscribed)})
 
 
 def audio_rows(table: Rows, options: DatasetOptions) -> Dataset:

@@ -7,14 +7,17 @@ Examples are ``{"text": tokens joined by spaces, "tokens": [...], "tags": [indic
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 from typing import Any
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, Rows, _existing, text_rows
+from squeezebench.tasks.data import DATASETS, Dataset, DatasetOptions, Rows, _existing, _read_text, text_rows
 
 TAG = re.compile(r"^(O|[BIESLU]-\S+)$")  # IOB1/IOB2/IOBES/BILOU tags
 DEFAULT_TAG_COLUMN = "ner_tags"
+log = logging.getLogger(__name__)
 
 
 def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
@@ -29,18 +32,18 @@ def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
         tokens.clear()
         tags.clear()
 
-    with open(_existing(path, "CoNLL file"), encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            cols = line.split()
-            if not cols or cols[0] == "-DOCSTART-":
-                close()
-                continue
-            if len(cols) < 2 or not TAG.match(cols[-1]):
-                raise SqueezebenchError(
-                    f"{path}:{n}: {line.strip()[:60]!r} is not 'TOKEN TAG' (the tag last, as O, B-X or I-X); "
-                    "fix the line or separate sentences with a blank line")
-            tokens.append(cols[0])
-            tags.append(cols[-1])
+    text = _read_text(_existing(path, "CoNLL file"), "CoNLL file")
+    for n, line in enumerate(io.StringIO(text, newline=None), 1):
+        cols = line.split()
+        if not cols or cols[0] == "-DOCSTART-":
+            close()
+            continue
+        if len(cols) < 2 or not TAG.match(cols[-1]):
+            raise SqueezebenchError(
+                f"{path}:{n}: {line.strip()[:60]!r} is not 'TOKEN TAG' (the tag last, as O, B-X or I-X); "
+                "fix the line or separate sentences with a blank line")
+        tokens.append(cols[0])
+        tags.append(cols[-1])
     close()
     return sentences
 
@@ -61,6 +64,8 @@ def token_dataset(spec: str, sentences: list[tuple[list[str], list[str]]], names
 def _conll(arg: str, options: DatasetOptions) -> Dataset:
     sentences = read_conll(arg)
     names = tag_order({t for _, tags in sentences for t in tags})
+    if names == ["O"]:
+        log.warning("CoNLL file %r has no entity tags (every tag is O): entity F1 is undefined on it", arg)
     return token_dataset(f"conll:{arg}", sentences, names,
                          {"format": "CoNLL (first column token, last column tag)", "sentences": len(sentences)})
 

@@ -13,6 +13,7 @@ decode tokens/s, as causal-lm gives them.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -35,6 +36,10 @@ def check_prompt(template: str) -> None:
     if PLACEHOLDER not in template:
         raise SqueezebenchError(f"--prompt {template!r} has no {PLACEHOLDER} placeholder; put {PLACEHOLDER} where "
                                 "the input text goes, e.g. --prompt 'Title for this article: {text}\\n'")
+    unknown = sorted({f for f in re.findall(r"\{([A-Za-z_]\w*)\}", template) if f"{{{f}}}" != PLACEHOLDER})
+    if unknown:  # sent literally, a field the user meant to fill would reach the model as "{title}"
+        raise SqueezebenchError(f"--prompt {template!r} has the unknown field {{{unknown[0]}}}; only {PLACEHOLDER} "
+                                "is filled in (with each example's input): remove the others")
 
 
 def render(template: str, text: str) -> str:

@@ -189,6 +189,8 @@ class TokenClassification(text_common.TextTask):
                          "without a sub-token) predicted O")
         if bundle.newly_initialized:
             flags.append(f"untrained weights: {', '.join(bundle.newly_initialized[:3])} newly initialised by the loader")
+        if not any(t != "O" for s in data["gold"] for t in s):
+            flags.append("no entities in the reference tags: entity F1 is undefined (shown as 0)")
         tok = bundle.tokenizer
         proto = {"sentences": len(pred), "words": int(lengths.sum()), "max_tokens": protocol.seq_len,
                  "alignment": "first sub-token of each word scored, others ignored",
