@@ -55,7 +55,14 @@ run_whisper() {
     --dataset "audio-dir:$SPEECH" --limit 40 --devices cpu --methods original fp16 int8-dynamic int4-weight-only \
     prune-structured cluster-kmeans onnx openvino-int8 openvino openvino-int8-weights onnx-int8-dynamic
   $SB run $T --team "$TEAM" --out results/whisper-librispeech --model offline:whisper-tiny.en \
-    --task speech-recognition --dataset "audio-dir:$LIBRISPEECH" --devices cpu --methods original
+    --task speech-recognition --dataset "audio-dir:$LIBRISPEECH" --devices cpu --methods original onnx-int8-dynamic
+}
+
+# int8 variants of MiniLM and their fidelity (cosine to the original's embeddings) on this CPU kind
+run_minilm_int8() {
+  $SB run $T --team "$TEAM" --out results/minilm-int8 --model offline:all-minilm-l6-v2 --task sentence-embedding \
+    --dataset bbc-news --limit 200 --devices cpu --methods original int8-dynamic onnx-int8-dynamic onnx-int8-static \
+    openvino-int8
 }
 
 # SmolLM2-135M-Instruct writing BBC headlines (chat template), scored by BLEU / chrF / ROUGE-L
