@@ -27,7 +27,7 @@ def test_shape_labels():
     assert shape_label({"input_ids": torch.zeros(1, 128)}) == "per 128-token input"
     assert shape_label({"input_ids": torch.zeros(8, 64)}) == "per batch of 8 × 64-token inputs"
     assert shape_label({"pixel_values": torch.zeros(1, 3, 224, 224)}) == "per 224×224 image"
-    assert shape_label({"input_features": torch.zeros(1, 80, 3000)}) == "per 80×3000 input_features input"
+    assert shape_label({"input_features": torch.zeros(1, 80, 3000)}) == "per input (input_features 1×80×3000)"
 
 
 def test_summary_uses_the_timed_calls_only():
