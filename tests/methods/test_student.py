@@ -282,8 +282,8 @@ def test_student_chains_run_through_the_runner_and_reload(tmp_path, tiny_bert_di
     config = RunConfig(models=[str(tiny_bert_dir)], task="text-classification", dataset=f"csv:{topic_csv}",
                        methods=["original", "student:layers=1,steps=4,batch_size=4",
                                 "student:layers=1,steps=4,batch_size=4+onnx-int8-dynamic"],
-                       out=tmp_path / "r", team="t", protocol=fast_protocol(limit=12))
-    recs = {r.method: r.dump() for r in Runner(config).run()}
+                       out=tmp_path / "r", team="t", protocol=fast_protocol(limit=12, seq_len=32))
+    recs = {r.method: r.dump() for r in Runner(config).run()}  # seq_len 32: the "(rep)" suffixes are kept
     for method in ("student:layers=1,steps=4,batch_size=4", "student:layers=1,steps=4,batch_size=4+onnx-int8-dynamic"):
         rec = recs[method]
         assert rec["status"] == "ok", rec  # built, saved, reloaded by its runtime and measured

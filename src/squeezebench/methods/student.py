@@ -9,7 +9,9 @@ the teacher's. The teacher is the model as it comes in (a copy); training data a
 trained on: both fingerprints and the overlap removed are recorded. Loss (methods/lib/kd.py): temperature-scaled KL
 of the task's logits (1 − cosine for embeddings) plus the MSE of each student layer's output against the output of
 the last teacher layer it stands for (layer ``kept[i+1] − 1``, the last layer for the last one). Whisper's inputs
-are teacher-forced on the training utterances' transcripts (the task's calibration inputs).
+are teacher-forced on the training utterances' transcripts (the task's calibration inputs). Training runs on the
+build's CUDA device when it has one (as gptq/awq), else the CPU; it is seeded and stops at ``steps`` or ``budget_s``,
+whichever comes first; the record keeps a short loss curve, and a row whose loss ended still high says so.
 
 The config is updated (``num_hidden_layers`` / ``decoder_layers``, ``layer_types``), so the saved artifact reloads
 as the smaller model; ``restore`` drops the same layers when the skeleton is the teacher's (a python: source). It
@@ -30,6 +32,7 @@ from torch import nn
 from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import (NON_NEGATIVE, POSITIVE, MethodConfig, MethodContext, Range, register_method,
                                        stack_inputs, wrap_module)
+from squeezebench.methods.lib.calibration_capture import work_device
 from squeezebench.methods.lib.compact import PRUNABLE
 from squeezebench.methods.lib.kd import KDResult, KDSettings, train_kd
 
@@ -246,7 +249,7 @@ def budget_note(config: StudentConfig, result: KDResult) -> Optional[str]:
     start, end = curve[0], curve[-1]
     ended = (f"the time budget (budget_s={config.budget_s:g}) after {result.steps_done} of {config.steps} steps"
              if result.stopped_by_budget else f"all {config.steps} steps")
-    if end > HIGH_LOSS_FRACTION * start:
+    if end > HIGH_LOSS_FRACTION * start and start > 0:
         falling = len(curve) >= 2 and end < 0.95 * curve[-2]
         return (f"student: training ended on {ended} with the loss still high ({end:.4g}, "
                 f"{100 * end / start:.0f} % of its start {start:.4g}{'; still falling' if falling else ''}): "
@@ -268,7 +271,10 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
     inputs, data_facts = training_inputs(ctx, config.samples)
     teacher_module = copy.deepcopy(module).eval()
     shrink(module, stack, kept, n)
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    home = next((p.device for p in module.parameters()), torch.device("cpu"))
+    device = torch.device(work_device(ctx))  # the build's CUDA device when it has one, else the CPU
+    module.to(device)
+    teacher_module.to(device)
     batches = [{k: v.to(device) for k, v in b.items()} for b in stack_inputs(inputs, config.batch_size)]
     kind = getattr(ctx.task, "output_kind", "logits")
     student, teacher = wrap_module(ctx, module), wrap_module(ctx, teacher_module)
@@ -281,7 +287,8 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
     torch.manual_seed(config.seed)
     result = train_kd(student, teacher, batches, params, kind, settings, pairs if config.hidden_weight > 0 else [],
                       module, teacher_module)
-    del teacher_module, teacher
+    del teacher_module, teacher, batches
+    module.to(home)
     kept_params = sum(p.numel() for p in module.parameters())
     ctx.facts.update({
         "in_memory_compressed": True,
@@ -292,7 +299,8 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
                     "steps_requested": config.steps, "steps_done": result.steps_done,
                     "stopped_by_budget": result.stopped_by_budget, "loss_first": result.first,
                     "loss_last": result.last, "loss_curve": result.curve, "train_s": result.seconds,
-                    "teacher_outputs_cached": result.cached, "seed": config.seed, **data_facts}})
+                    "teacher_outputs_cached": result.cached, "seed": config.seed, "train_device": str(device),
+                    **data_facts}})
     ctx.notes.append(
         f"student: {len(kept)} of {n} layers of {stack.path} kept ({', '.join(map(str, kept))}), trained "
         f"{result.steps_done} AdamW steps (batch {config.batch_size}, lr {config.lr:g}, T {config.temperature:g}) on "
