@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import (NON_NEGATIVE, POSITIVE, Range, MethodConfig, MethodContext, register_method,
-                                       stack_inputs, wrap_module)
+from squeezebench.methods.base import MethodContext, register_method, stack_inputs, wrap_module
 from squeezebench.methods.lib.compact import PRUNABLE
-from squeezebench.methods.lib.kd import KDSettings, output_loss, train_kd  # noqa: F401  (output_loss: tests, API)
+from squeezebench.methods.lib.kd import KDConfig, output_loss, train_kd  # noqa: F401  (output_loss: tests, API)
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +28,10 @@ CACHE_BYTES = 1 << 30  # teacher outputs kept in memory up to this size
 
 
 @dataclass(frozen=True)
-class DistillConfig(MethodConfig):
+class DistillConfig(KDConfig):
     """``steps`` AdamW steps of ``batch_size`` inputs drawn from ``samples`` distinct training inputs."""
 
     name: ClassVar[str] = "distill"
-    bounds: ClassVar[dict[str, Range]] = {"steps": POSITIVE, "batch_size": POSITIVE, "samples": POSITIVE,
-                                          "lr": Range(lo=0, lo_open=True), "temperature": Range(lo=0, lo_open=True),
-                                          "hidden_weight": NON_NEGATIVE}
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 5e-5
-    samples: int = 1024
-    hidden_weight: float = 1.0
-    temperature: float = 2.0
-    seed: int = 0
 
 
 def trainable_weight_count(module: nn.Module) -> int:
@@ -83,8 +72,7 @@ def _distill(module: nn.Module, config: DistillConfig, ctx: MethodContext) -> nn
     student, teacher = wrap_module(ctx, module), wrap_module(ctx, teacher_module)
     names = block_names(teacher_module, module) if config.hidden_weight > 0 else []
     params = [p for p in module.parameters() if p.is_floating_point()]
-    settings = KDSettings(steps=config.steps, lr=config.lr, temperature=config.temperature,
-                          hidden_weight=config.hidden_weight, seed=config.seed, cache_bytes=CACHE_BYTES)
+    settings = config.settings("distill", cache_bytes=CACHE_BYTES)
     result = train_kd(student, teacher, batches, params, kind, settings, [(n, n) for n in names], module,
                       teacher_module)
     first, last, used_blocks, cached, seconds = (result.first, result.last, result.matched, result.cached,

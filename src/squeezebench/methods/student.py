@@ -30,11 +30,10 @@ import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import (NON_NEGATIVE, POSITIVE, MethodConfig, MethodContext, Range, register_method,
-                                       stack_inputs, wrap_module)
+from squeezebench.methods.base import POSITIVE, MethodContext, Range, register_method, stack_inputs, wrap_module
 from squeezebench.methods.lib.calibration_capture import work_device
 from squeezebench.methods.lib.compact import PRUNABLE
-from squeezebench.methods.lib.kd import KDResult, KDSettings, train_kd
+from squeezebench.methods.lib.kd import KDConfig, KDResult, train_kd
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +41,16 @@ HIGH_LOSS_FRACTION = 0.5  # the loss at the end above this share of its start: "
 
 
 @dataclass(frozen=True)
-class StudentConfig(MethodConfig):
+class StudentConfig(KDConfig):
     """``layers`` (encoder-only / decoder-only) or ``decoder_layers`` (encoder-decoder) the student keeps; ``steps``
     AdamW steps of ``batch_size`` inputs from ``samples`` training inputs, stopped early after ``budget_s`` seconds."""
 
     name: ClassVar[str] = "student"
-    bounds: ClassVar[dict[str, Range]] = {
-        "layers": POSITIVE, "decoder_layers": POSITIVE, "steps": POSITIVE, "batch_size": POSITIVE,
-        "samples": POSITIVE, "lr": Range(lo=0, lo_open=True), "temperature": Range(lo=0, lo_open=True),
-        "hidden_weight": NON_NEGATIVE, "budget_s": Range(lo=0, lo_open=True)}
+    bounds: ClassVar[dict[str, Range]] = {"layers": POSITIVE, "decoder_layers": POSITIVE,
+                                          "budget_s": Range(lo=0, lo_open=True)}
+    lr: float = 1e-4
     layers: Optional[int] = None
     decoder_layers: Optional[int] = None
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-4
-    samples: int = 1024
-    temperature: float = 2.0
-    hidden_weight: float = 1.0
-    seed: int = 0
     budget_s: float = 1800.0
 
 
@@ -281,9 +272,7 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
     frozen = _frozen_prefixes(module, stack)
     params = [p for name, p in module.named_parameters() if p.is_floating_point() and not name.startswith(frozen)]
     pairs = [(f"{stack.path}.{t}", f"{stack.path}.{i}") for i, t in enumerate(targets_of(kept, n))]
-    settings = KDSettings(steps=config.steps, lr=config.lr, temperature=config.temperature,
-                          hidden_weight=config.hidden_weight, seed=config.seed, budget_s=config.budget_s,
-                          label="student")
+    settings = config.settings("student", budget_s=config.budget_s)
     torch.manual_seed(config.seed)
     result = train_kd(student, teacher, batches, params, kind, settings, pairs if config.hidden_weight > 0 else [],
                       module, teacher_module)

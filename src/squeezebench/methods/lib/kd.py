@@ -10,19 +10,40 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods.base import first_tensor
+from squeezebench.methods.base import NON_NEGATIVE, POSITIVE, MethodConfig, Range, first_tensor
 
 log = logging.getLogger(__name__)
 
 CACHE_BYTES = 1 << 30  # teacher outputs kept in memory up to this size
 CURVE_POINTS = 20  # the loss curve kept in the record: at most this many (step, mean loss) points
 PROGRESS_EVERY_S = 10.0  # a progress line at least this often (and every 50 steps)
+
+
+@dataclass(frozen=True)
+class KDConfig(MethodConfig):
+    """The training parameters of every distillation method: ``steps`` AdamW steps of ``batch_size`` inputs drawn
+    from ``samples`` distinct training inputs (subclasses name the method and add their own)."""
+
+    bounds: ClassVar[dict[str, Range]] = {"steps": POSITIVE, "batch_size": POSITIVE, "samples": POSITIVE,
+                                          "lr": Range(lo=0, lo_open=True), "temperature": Range(lo=0, lo_open=True),
+                                          "hidden_weight": NON_NEGATIVE}
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 5e-5
+    samples: int = 1024
+    hidden_weight: float = 1.0
+    temperature: float = 2.0
+    seed: int = 0
+
+    def settings(self, label: str, **extra: Any) -> "KDSettings":
+        return KDSettings(steps=self.steps, lr=self.lr, temperature=self.temperature,
+                          hidden_weight=self.hidden_weight, seed=self.seed, label=label, **extra)
 
 
 @dataclass
