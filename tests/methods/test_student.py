@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.methods import METHODS, MethodContext, apply_chain, parse_chain
+from squeezebench.methods import METHODS, MethodContext, apply_chain, chain_spec, parse_chain
 from squeezebench.methods.lib.kd import downsample_curve, output_loss
 from squeezebench.methods.student import (StudentConfig, budget_note, every_other, find_stack, fingerprint,
                                           input_digest, shrink, spread, targets_of)
@@ -125,7 +125,7 @@ def test_student_of_a_tiny_llama_gets_closer_to_its_teacher_than_its_initialisat
     assert kl_trained < 0.7 * kl_init, (kl_init, kl_trained)  # measured: 0.60 -> 0.33 on held-out windows
     facts = ctx.facts["student"]
     assert facts["kept_layers"] == [0, 2] and facts["teacher_layers"] == 4 and facts["matched_layers"] == 2
-    assert facts["steps_done"] == 80 and not facts["stopped_by_budget"]
+    assert facts["steps_done"] == 80 and not facts["stopped_by_budget"] and not facts["loss_still_high"]
     curve = facts["loss_curve"]
     assert len(curve) == 20 and curve[-1][0] == 80 and curve[-1][1] < curve[0][1]
     assert not any(p.requires_grad for p in bundle.module.parameters())
@@ -199,6 +199,7 @@ def test_budget_stops_training_and_the_row_says_the_loss_is_still_high(tmp_path)
     apply_chain(ctx.bundle, parse_chain("student:layers=2,steps=500,batch_size=4,budget_s=0.001"), ctx, tmp_path)
     facts = ctx.facts["student"]
     assert facts["stopped_by_budget"] and facts["steps_done"] < 500 and facts["steps_requested"] == 500
+    assert facts["loss_still_high"]
     assert len(facts["loss_curve"]) == min(20, facts["steps_done"])
     assert any("time budget (budget_s=0.001)" in n and "still high" in n for n in ctx.notes), ctx.notes
 
@@ -284,7 +285,9 @@ def test_student_chains_run_through_the_runner_and_reload(tmp_path, tiny_bert_di
                                 "student:layers=1,steps=4,batch_size=4+onnx-int8-dynamic"],
                        out=tmp_path / "r", team="t", protocol=fast_protocol(limit=12, seq_len=32))
     recs = {r.method: r.dump() for r in Runner(config).run()}  # seq_len 32: the "(rep)" suffixes are kept
-    for method in ("student:layers=1,steps=4,batch_size=4", "student:layers=1,steps=4,batch_size=4+onnx-int8-dynamic"):
+    pytorch, onnx = (chain_spec(parse_chain(m)) for m in config.methods[1:])
+    assert pytorch == "student:steps=4,batch_size=4,layers=1"  # the label: the parameters that differ from defaults
+    for method in (pytorch, onnx):
         rec = recs[method]
         assert rec["status"] == "ok", rec  # built, saved, reloaded by its runtime and measured
         student = rec["build"]["size"]["student"]
@@ -293,9 +296,9 @@ def test_student_chains_run_through_the_runner_and_reload(tmp_path, tiny_bert_di
         assert student["training_fingerprint"] != student["evaluated_fingerprint"]
         assert student["evaluated_inputs"] == 12 and len(student["loss_curve"]) == 4
         assert 0 <= rec["quality"]["metrics"]["accuracy"]["value"] <= 1
-    assert recs["student:layers=1,steps=4,batch_size=4"]["runtime"]["name"] == "pytorch-eager"
-    assert recs["student:layers=1,steps=4,batch_size=4+onnx-int8-dynamic"]["runtime"]["name"].startswith("onnxruntime")
-    smaller = recs["student:layers=1,steps=4,batch_size=4"]["build"]["size"]["weights_bytes"]
+    assert recs[pytorch]["runtime"]["name"] == "pytorch-eager"
+    assert recs[onnx]["runtime"]["name"].startswith("onnxruntime")
+    smaller = recs[pytorch]["build"]["size"]["weights_bytes"]
     assert smaller < recs["original"]["build"]["size"]["weights_bytes"]
 
 
@@ -310,3 +313,25 @@ def test_a_run_without_examples_left_to_train_on_fails_in_one_line(tmp_path, tin
     rec = next(r for r in recs if r["method"] != "original")
     assert rec["status"] == "failed"
     assert "no training inputs outside the evaluated examples" in rec["build"]["error"]
+
+
+def test_whisper_student_runs_through_the_runner_and_reloads(tmp_path):
+    from squeezebench.runner import RunConfig, Runner
+    from tests.conftest import fast_protocol
+    from tests.helpers_speech import librispeech_dir, tiny_whisper_dir
+
+    model = tiny_whisper_dir(tmp_path / "whisper")
+    student = "student:decoder_layers=1,steps=3,batch_size=2"
+    config = RunConfig(models=[str(model)], task="speech-recognition",
+                       dataset=f"audio-dir:{librispeech_dir(tmp_path / 'ls')}",
+                       methods=["original", student, student + "+onnx"], out=tmp_path / "r", team="t",
+                       protocol=fast_protocol(limit=2))
+    recs = {r.method: r.dump() for r in Runner(config).run()}
+    for method in (student, student + "+onnx"):
+        rec = recs[chain_spec(parse_chain(method))]
+        assert rec["status"] == "ok", rec  # the saved student reloads as a 1-decoder-layer Whisper and transcribes
+        facts = rec["build"]["size"]["student"]
+        assert facts["kept_layers"] == [0] and facts["frozen"] == ["model.encoder"]
+        assert facts["training_inputs"] == 4 and facts["evaluated_inputs"] == 2
+        assert facts["overlapping_inputs_dropped"] == 0
+        assert rec["quality"]["metrics"]["wer"]["value"] >= 0

@@ -234,13 +234,20 @@ def _frozen_prefixes(module: nn.Module, stack: Stack) -> tuple[str, ...]:
     return tuple(n + "." for n, m in module.named_modules() if m is encoder)
 
 
+def loss_still_high(result: KDResult) -> bool:
+    """The curve's last point is above HIGH_LOSS_FRACTION of its first: training stopped far from the teacher."""
+    start, end = result.curve[0][1], result.curve[-1][1]
+    return start > 0 and end > HIGH_LOSS_FRACTION * start
+
+
 def budget_note(config: StudentConfig, result: KDResult) -> Optional[str]:
-    """What the row must say when training ended with the loss still high (the curve stays in the record)."""
+    """What the record's notes must say when training ended with the loss still high (the curve stays in the
+    record, so "more steps" is a decision a team can make from it)."""
     curve = [loss for _, loss in result.curve]
     start, end = curve[0], curve[-1]
     ended = (f"the time budget (budget_s={config.budget_s:g}) after {result.steps_done} of {config.steps} steps"
              if result.stopped_by_budget else f"all {config.steps} steps")
-    if end > HIGH_LOSS_FRACTION * start and start > 0:
+    if loss_still_high(result):
         falling = len(curve) >= 2 and end < 0.95 * curve[-2]
         return (f"student: training ended on {ended} with the loss still high ({end:.4g}, "
                 f"{100 * end / start:.0f} % of its start {start:.4g}{'; still falling' if falling else ''}): "
@@ -286,7 +293,8 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
         "student": {"stack": stack.path, "config_key": stack.config_key, "teacher_layers": n, "kept_layers": kept,
                     "matched_layers": len(result.matched), "frozen": [p.rstrip(".") for p in frozen],
                     "steps_requested": config.steps, "steps_done": result.steps_done,
-                    "stopped_by_budget": result.stopped_by_budget, "loss_first": result.first,
+                    "stopped_by_budget": result.stopped_by_budget, "loss_still_high": loss_still_high(result),
+                    "loss_first": result.first,
                     "loss_last": result.last, "loss_curve": result.curve, "train_s": result.seconds,
                     "teacher_outputs_cached": result.cached, "seed": config.seed, "train_device": str(device),
                     **data_facts}})
