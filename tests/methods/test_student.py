@@ -125,7 +125,7 @@ def test_student_of_a_tiny_llama_gets_closer_to_its_teacher_than_its_initialisat
     assert kl_trained < 0.7 * kl_init, (kl_init, kl_trained)  # measured: 0.60 -> 0.33 on held-out windows
     facts = ctx.facts["student"]
     assert facts["kept_layers"] == [0, 2] and facts["teacher_layers"] == 4 and facts["matched_layers"] == 2
-    assert facts["steps_done"] == 80 and not facts["stopped_by_budget"] and not facts["loss_still_high"]
+    assert facts["steps_done"] == 80 and not facts["stopped_by_budget"]
     curve = facts["loss_curve"]
     assert len(curve) == 20 and curve[-1][0] == 80 and curve[-1][1] < curve[0][1]
     assert not any(p.requires_grad for p in bundle.module.parameters())
@@ -209,8 +209,11 @@ def test_budget_note_known_answers():
 
     config = StudentConfig(layers=1, steps=100)
     high = KDResult(first=1.0, last=0.8, steps_done=100, curve=[[50, 1.0], [100, 0.8]])
-    assert "still high (0.8, 80 % of its start 1; still falling)" in budget_note(config, high)
-    assert "all 100 steps" in budget_note(config, high)
+    assert budget_note(config, high) == ("student: training ended on all 100 steps with the loss still high (0.8, "
+                                         "80 % of its start 1); quality may be collapsed; still falling: raise "
+                                         "steps= or budget_s=")
+    flat = KDResult(first=1.0, last=0.7, steps_done=100, curve=[[50, 1.0], [75, 0.7], [100, 0.69]])
+    assert "levelled off: more steps may not help" in budget_note(config, flat)
     low = KDResult(first=1.0, last=0.1, steps_done=100, curve=[[50, 1.0], [100, 0.1]])
     assert budget_note(config, low) is None
     assert downsample_curve([4.0, 2.0, 3.0, 1.0], points=2) == [[2, 3.0], [4, 2.0]]

@@ -248,10 +248,11 @@ def budget_note(config: StudentConfig, result: KDResult) -> Optional[str]:
     ended = (f"the time budget (budget_s={config.budget_s:g}) after {result.steps_done} of {config.steps} steps"
              if result.stopped_by_budget else f"all {config.steps} steps")
     if loss_still_high(result):
-        falling = len(curve) >= 2 and end < 0.95 * curve[-2]
+        falling = len(curve) < 2 or end < 0.95 * curve[-2]
+        advice = ("still falling: raise steps= or budget_s=" if falling else
+                  "levelled off: more steps may not help; keep more layers or change lr=")
         return (f"student: training ended on {ended} with the loss still high ({end:.4g}, "
-                f"{100 * end / start:.0f} % of its start {start:.4g}{'; still falling' if falling else ''}): "
-                "quality may be collapsed; raise steps= or budget_s=")
+                f"{100 * end / start:.0f} % of its start {start:.4g}); quality may be collapsed; {advice}")
     if result.stopped_by_budget:
         return f"student: training ended on {ended}; loss {start:.4g} -> {end:.4g}"
     return None
