@@ -19,11 +19,11 @@ from tests.conftest import TOPICS
 TEXTS = [t for texts in TOPICS.values() for t in texts]
 
 
-def _llama(layers: int = 4, seed: int = 0):
+def _llama(layers: int = 4, seed: int = 0, vocab: int = 256):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                       initializer_range=0.2, tie_word_embeddings=False)
     return LlamaForCausalLM(cfg).eval()
@@ -277,6 +277,26 @@ def test_restore_drops_the_same_layers_on_a_teachers_skeleton(tmp_path):
         assert torch.allclose(skeleton(**x).logits, trained(**x).logits)
     with pytest.raises(SqueezebenchError, match="expected 4 \\(teacher\\) or 2 \\(student\\)"):
         restore(_llama(3), parse_chain("student:layers=2")[0], ctx.facts)
+
+
+def test_a_llama_student_exports_to_gguf_with_its_own_layer_count(tmp_path):
+    pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM
+
+    from squeezebench.methods.export_gguf import bpe_vocab, llama_tensors, write_gguf
+    from tests.methods.test_export_gguf import TEXT, bpe_tokenizer
+
+    tok = bpe_tokenizer()
+    model = _llama(4, vocab=len(tok))
+    stack, _ = find_stack(model, StudentConfig(layers=2))
+    shrink(model, stack, every_other(4, 2), 4)
+    tensors, hparams = llama_tensors(model)
+    assert hparams["block_count"] == 2 and not any(name.startswith("blk.2.") for name in tensors)
+    write_gguf(tmp_path / "m.gguf", tensors, hparams, bpe_vocab(tok, hparams["vocab_size"]), "f32", "student")
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32).eval()
+    ids = tok(TEXT[:200], return_tensors="pt")["input_ids"][:, :32]
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, back(input_ids=ids).logits, atol=1e-4)
 
 
 def test_student_chains_run_through_the_runner_and_reload(tmp_path, tiny_bert_dir, topic_csv):
