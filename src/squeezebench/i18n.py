@@ -62,6 +62,29 @@ RU: dict[str, str] = {
         "{team} · {model} · {device}: {where}; потоков: {threads}; входы {shape}; {warmup} прогревочных запусков, "
         "затем ≥ {min_iters} запусков и ≥ {min_time} с ({timer}); в ячейках медиана ± ст. отклонение (ms); "
         "torch {torch}, transformers {transformers}",
+    "{team} · {model} · {device}: {where}; {threads} threads; timed unit: one {unit}, cycling through {scope}; "
+    "{warmup} warm-up runs, then ≥ {min_iters} runs and ≥ {min_time} s ({timer}); cells are median ± std (ms); "
+    "torch {torch}, transformers {transformers}":
+        "{team} · {model} · {device}: {where}; потоков: {threads}; замеряемая единица: {unit}, по кругу из {scope}; "
+        "{warmup} прогревочных запусков, затем ≥ {min_iters} запусков и ≥ {min_time} с ({timer}); в ячейках "
+        "медиана ± ст. отклонение (ms); torch {torch}, transformers {transformers}",
+    # the unit of work a latency cell times (tasks' UnitOfWork; results.schema.WorkUnit.parts)
+    "per utterance": "на высказывание",
+    "per answer": "на ответ",
+    "utterance": "высказывание",
+    "answer": "ответ",
+    "per {n}-token input": "на вход из {n} токенов",
+    "per batch of {b} × {n}-token inputs": "на батч из {b} входов по {n} токенов",
+    "per {size} image": "на изображение {size}",
+    "per {n}-sample audio input": "на аудиовход из {n} отсчётов",
+    "{ms} ms per s audio": "{ms} мс на с аудио",
+    "{amount} s audio": "{amount} с аудио",
+    "{amount} new tokens": "{amount} новых токенов",
+    "{rate} new tokens/s": "{rate} новых токенов/с",
+    "{n} fixed utterances ({audio} s audio)": "{n} фиксированных высказываний ({audio} с аудио)",
+    "{n} fixed prompts, ≤ {limit} new tokens each": "{n} фиксированных промптов, ≤ {limit} новых токенов в каждом",
+    "(n={n} < --min-iters {min_iters}: stopped at --max-time)":
+        "(n={n} < --min-iters {min_iters}: остановлено по --max-time)",
     "Weights size: bytes of the saved weight files (10^6 bytes = 1 MB) and bits per parameter; RAM: peak RSS "
     "(VmHWM) during artifact load and timed inference minus RSS after imports; VRAM: peak reserved by PyTorch; "
     "quality: value [95 % bootstrap interval]; Δ vs the model's original measured in the same environment.":

@@ -20,6 +20,8 @@ from typing import Any
 from squeezebench.atomic import atomic_write_json
 from squeezebench.variant import Job
 
+EVALUATED_ALL = 1 << 30  # "every evaluated example" for Task.calibration_inputs (MethodContext.evaluated)
+
 
 def _jsonable(obj: Any) -> Any:
     import numpy as np
@@ -101,7 +103,8 @@ def build(job: Job) -> dict[str, Any]:
         return task.calibration_inputs(bundle, calib["data"], protocol, n)
 
     ctx = MethodContext(task=task, bundle=bundle, device=job.build_device, protocol=protocol,
-                        calibration=calibration)
+                        calibration=calibration,
+                        evaluated=lambda: task.calibration_inputs(bundle, data, protocol, EVALUATED_ALL))
     for config in chain:
         method = METHODS.get(config.name)
         if method.check is not None:

@@ -27,7 +27,7 @@ def test_shape_labels():
     assert shape_label({"input_ids": torch.zeros(1, 128)}) == "per 128-token input"
     assert shape_label({"input_ids": torch.zeros(8, 64)}) == "per batch of 8 × 64-token inputs"
     assert shape_label({"pixel_values": torch.zeros(1, 3, 224, 224)}) == "per 224×224 image"
-    assert shape_label({"input_features": torch.zeros(1, 80, 3000)}) == "per 80×3000 input_features input"
+    assert shape_label({"input_features": torch.zeros(1, 80, 3000)}) == "per input (input_features 1×80×3000)"
 
 
 def test_summary_uses_the_timed_calls_only():
@@ -106,3 +106,22 @@ def test_speech_times_one_utterance_in_order(tmp_path: Path):
     assert summary["label"] == "per utterance" and summary["utterances"] == 3
     assert summary["ms_per_amount"] == pytest.approx(300 / sum(unit.amounts[1:]))
     assert summary["audio_s"] == pytest.approx(sum(durations), abs=1e-3)
+
+
+def test_the_cell_and_the_note_name_the_unit_in_both_languages():
+    from squeezebench.i18n import language, translate
+    from squeezebench.results.schema import WorkUnit
+
+    unit = WorkUnit(label="per utterance", amount_unit="s audio", mean_amount=6.26, ms_per_amount=149.9,
+                    utterances=8, audio_s=50.0)
+    assert unit.describe() == "per utterance (6.3 s audio, 150 ms per s audio)"
+    assert unit.scope() == "8 fixed utterances (50.0 s audio)"
+    with language("ru"):
+        assert unit.describe(translate) == "на высказывание (6.3 с аудио, 150 мс на с аудио)"
+        assert translate(unit.scope()) == "8 фиксированных высказываний (50.0 с аудио)"
+        assert translate("per 128-token input") == "на вход из 128 токенов"
+    answer = WorkUnit(label="per answer", amount_unit="new tokens", mean_amount=23.7, amount_per_s=23.2, prompts=8,
+                      max_new_tokens=24)
+    assert answer.describe() == "per answer (23.7 new tokens, 23.2 new tokens/s)"
+    assert answer.scope() == "8 fixed prompts, ≤ 24 new tokens each"
+    assert WorkUnit(label="per 128-token input").scope() is None

@@ -16,7 +16,7 @@ import torch
 
 from squeezebench.measures.base import (SLOWER_THRESHOLD, Column, Measure, MeasureSession, Row, ok, register_measure,
                                         status_text)
-from squeezebench.i18n import tr
+from squeezebench.i18n import tr, translate
 from squeezebench.results.schema import Latency
 
 HIGH_CV = 0.10
@@ -115,7 +115,10 @@ def _latency_cell(dev: str) -> Callable[[Row], str]:
         lat = rec.latency
         text = f"{lat.median:.2f} ± {lat.std:.2f}"
         if lat.unit_of_work is not None:
-            text += f" {lat.unit_of_work.describe()}"
+            text += f" {lat.unit_of_work.describe(translate)}"
+        if lat.iterations is not None and lat.iterations < rec.protocol.min_iters:  # the time ceiling came first
+            text += " " + tr("(n={n} < --min-iters {min_iters}: stopped at --max-time)", n=lat.iterations,
+                             min_iters=rec.protocol.min_iters)
         ref = row.original.get(dev)
         if ref is not None and not row.is_original:
             text += f" ({tr('{ratio}× of original', ratio=f'{ref.latency.median / lat.median:.2f}')})"
@@ -156,12 +159,6 @@ class LatencyMeasure(Measure):
 
     def flags(self, row: Row) -> list[str]:
         out = []
-        for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
-            mine = row.on(dev)
-            if ok(mine) and mine.latency.iterations is not None and mine.latency.iterations < mine.protocol.min_iters:
-                limit = getattr(mine.protocol, "max_time_s", None)  # kept as an extra field of the section
-                out.append(f"{name} timing stopped at --max-time{f' {limit:g} s' if limit else ''} after "
-                           f"{mine.latency.iterations} of --min-iters {mine.protocol.min_iters} runs")
         for dev, name in (("cpu", "CPU"), ("gpu", "GPU")):
             mine, ref = row.on(dev), row.original.get(dev)
             if not row.is_original and ok(mine) and ref is not None:

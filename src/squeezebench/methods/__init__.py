@@ -26,3 +26,4 @@ from squeezebench.methods import quantization  # noqa: F401  (int8-dynamic, int8
 from squeezebench.methods import bnb  # noqa: F401  (bnb-int8, bnb-nf4; CUDA only)
 from squeezebench.methods import gptq, awq  # noqa: F401  (gptq, awq: calibrated 4-bit weight-only)
 from squeezebench.methods import distillation  # noqa: F401, E402  (distill: fine-tune towards the original)
+from squeezebench.methods import student  # noqa: F401, E402  (student: a smaller model trained on the teacher)

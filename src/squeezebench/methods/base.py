@@ -108,6 +108,9 @@ class MethodContext:
     # {"in_memory_compressed": True, "in_memory_format": "int4 packed, group 128", "storage": "..."}
     facts: dict[str, Any] = field(default_factory=dict)
     original: Any = None  # the model before the chain, kept by apply_chain for methods with needs_original
+    # the model inputs of the evaluated examples, prepared as calibration inputs are: what a method that trains
+    # (student) proves it never trained on, by comparing fingerprints
+    evaluated: Optional[Callable[[], list[dict]]] = None
 
 
 def calibration_count(ctx: "MethodContext", n: Optional[int] = None) -> int:

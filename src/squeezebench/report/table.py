@@ -15,7 +15,7 @@ from typing import Callable
 
 import squeezebench.tasks  # noqa: F401  (registers the built-in tasks and metrics: the quality cell's forms and order)
 from squeezebench.errors import SqueezebenchError
-from squeezebench.i18n import LANGS, language, tr
+from squeezebench.i18n import LANGS, language, tr, translate
 from squeezebench.measures import MEASURES, Row
 from squeezebench.measures.base import all_columns, ok
 from squeezebench.report.escape import csv_cell, md_cell, md_line, md_name
@@ -142,13 +142,22 @@ def protocol_notes(rows: list[Row], lang: str = "en", name: Callable[[str], str]
             env, p, lat = rec.environment, rec.protocol, rec.latency
             shape = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in rec.input_shapes.items())
             where = env.gpu if dev == "gpu" else env.cpu
+            unit = lat.unit_of_work
+            scope = unit.scope() if unit is not None else None
+            values = dict(team=name(row.team), model=name(row.model), device=dev.upper(), where=where,
+                          threads=rec.runtime.threads, warmup=p.warmup_iters, min_iters=p.min_iters,
+                          min_time=f"{p.min_time_s:g}", timer=lat.timer, torch=env.torch, transformers=env.transformers)
             with language(lang):
-                line = tr("{team} · {model} · {device}: {where}; {threads} threads; inputs {shape}; {warmup} warm-up "
-                          "runs, then ≥ {min_iters} runs and ≥ {min_time} s ({timer}); cells are median ± std (ms); "
-                          "torch {torch}, transformers {transformers}", team=name(row.team), model=name(row.model),
-                          device=dev.upper(), where=where, threads=rec.runtime.threads, shape=shape,
-                          warmup=p.warmup_iters, min_iters=p.min_iters, min_time=f"{p.min_time_s:g}", timer=lat.timer,
-                          torch=env.torch, transformers=env.transformers)
+                if scope:  # a task-level unit over a fixed set of examples (utterances, prompts)
+                    line = tr("{team} · {model} · {device}: {where}; {threads} threads; timed unit: one {unit}, "
+                              "cycling through {scope}; {warmup} warm-up runs, then ≥ {min_iters} runs and ≥ "
+                              "{min_time} s ({timer}); cells are median ± std (ms); torch {torch}, transformers "
+                              "{transformers}", unit=translate(unit.label.removeprefix("per ")),
+                              scope=translate(scope), **values)
+                else:
+                    line = tr("{team} · {model} · {device}: {where}; {threads} threads; inputs {shape}; {warmup} "
+                              "warm-up runs, then ≥ {min_iters} runs and ≥ {min_time} s ({timer}); cells are median "
+                              "± std (ms); torch {torch}, transformers {transformers}", shape=shape, **values)
             if line not in seen:
                 seen.add(line)
                 notes.append(line)

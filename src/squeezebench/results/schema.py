@@ -50,24 +50,43 @@ class Quality(Section):
 
 
 class WorkUnit(Section):
-    """The unit of work a latency times (tasks.base.UnitOfWork.summary): label, mean amount per call, rate."""
+    """The unit of work a latency times (tasks.base.UnitOfWork.summary): label, mean amount per call, rate, and the
+    fixed set of examples it cycles through (utterances or prompts)."""
 
     label: str
     amount_unit: Optional[str] = None
     mean_amount: Optional[float] = None
     ms_per_amount: Optional[float] = None
     amount_per_s: Optional[float] = None
+    utterances: Optional[int] = None
+    audio_s: Optional[float] = None
+    prompts: Optional[int] = None
+    max_new_tokens: Optional[int] = None
 
-    def describe(self) -> str:
-        """"per utterance (5.1 s audio, 159 ms per s audio)", "per answer (23.7 new tokens, 23.2 new tokens/s)"."""
-        if self.mean_amount is None or not self.amount_unit:
-            return self.label
-        parts = [f"{self.mean_amount:.1f} {self.amount_unit}"]
-        if self.ms_per_amount is not None:
-            parts.append(f"{self.ms_per_amount:.0f} ms per {self.amount_unit}")
-        if self.amount_per_s is not None:
-            parts.append(f"{self.amount_per_s:.1f} {self.amount_unit}/s")
-        return f"{self.label} ({', '.join(parts)})"
+    def parts(self) -> list[str]:
+        """The cell's words, each an English template the table translates: "per utterance", "6.3 s audio",
+        "150 ms per s audio" / "per answer", "23.7 new tokens", "23.2 new tokens/s"."""
+        out = [self.label]
+        if self.mean_amount is not None and self.amount_unit:
+            out.append(f"{self.mean_amount:.1f} {self.amount_unit}")
+            if self.ms_per_amount is not None:
+                out.append(f"{self.ms_per_amount:.0f} ms per {self.amount_unit}")
+            if self.amount_per_s is not None:
+                out.append(f"{self.amount_per_s:.1f} {self.amount_unit}/s")
+        return out
+
+    def describe(self, translate=lambda text: text) -> str:
+        """"per utterance (6.3 s audio, 150 ms per s audio)"; ``translate`` renders each part in a language."""
+        label, *rest = [translate(p) for p in self.parts()]
+        return f"{label} ({', '.join(rest)})" if rest else label
+
+    def scope(self) -> Optional[str]:
+        """The fixed set the unit cycles through, for the protocol note (None for a fixed-shape forward)."""
+        if self.utterances:
+            return f"{self.utterances} fixed utterances ({self.audio_s or 0:.1f} s audio)"
+        if self.prompts:
+            return f"{self.prompts} fixed prompts, ≤ {self.max_new_tokens} new tokens each"
+        return None
 
 
 class Latency(Section):

@@ -101,8 +101,8 @@ def shape_label(inputs: dict[str, torch.Tensor]) -> str:
         one = f"{int(first.shape[2])}×{int(first.shape[3])} image"
     elif name == "input_values" and first.dim() == 2:
         one = f"{int(first.shape[1])}-sample audio input"
-    else:
-        one = f"{'×'.join(str(int(d)) for d in first.shape[1:])} {name} input"
+    else:  # a shape this function does not know: the inputs as they are
+        return "per input (" + ", ".join(f"{k} {'×'.join(str(int(d)) for d in v.shape)}" for k, v in inputs.items()) + ")"
     return f"per {one}" if batch == 1 else f"per batch of {batch} × {one}s"
 
 
