@@ -227,6 +227,8 @@ def cmd_search(args) -> int:
     from squeezebench.search.command import run_search
 
     devices = args.devices or ["cpu"]
+    if args.force:
+        raise SqueezebenchError("search reuses every record already in --out by design; to start over, use another --out")
     if len(devices) != 1:
         raise SqueezebenchError(f"search measures on one device; got --devices {' '.join(devices)}")
     return run_search(args, _run_config(args, [args.model], ["original"], devices), say=print)
