@@ -111,6 +111,19 @@ def test_two_objectives_give_a_front(tmp_path):
     assert chains[0] == "quant+export" and set(chains) <= {"quant+export", "export"}
 
 
+def test_the_original_bounds_the_front():
+    from squeezebench.search.state import RungResult, Trial
+    from squeezebench.search.strategy import pareto_trials
+
+    def trial(chain, ms, drop):
+        return Trial(0, chain, {}, {}, "full", full=RungResult("ok", {"cpu_ms": ms}, drop=drop))
+
+    slow, fast = trial("slow", 12.0, 0.0), trial("fast", 5.0, 0.004)
+    base = RungResult("ok", {"cpu_ms": 10.0})
+    assert [t.chain for t in pareto_trials([slow, fast], ("cpu_ms",), base)] == ["fast"]  # slow: the original wins
+    assert [t.chain for t in pareto_trials([slow, fast], ("cpu_ms",))] == ["fast", "slow"]
+
+
 def test_resumes_after_a_kill(tmp_path):
     path = tmp_path / "search.json"
     killer = FakeEvaluator(fail_on_call=5)  # original screen, original full, then trials; killed in the middle

@@ -262,7 +262,7 @@ class Search:
         base = self.state.baseline.get(FULL)
         full = [t for t in self.state.trials if t.full is not None and t.full.status == "ok"]
         within = [t for t in full if t.full.within]
-        front = pareto_trials(within, objs)
+        front = pareto_trials(within, objs, base)
         problems = list(self.problems)
         tol = self.settings.tolerance.text
         if not self.candidates.transforms and not self.candidates.exports:
@@ -307,13 +307,15 @@ def _dominates(a: dict[str, float], b: dict[str, float], objs: tuple[str, ...]) 
     return all(a[o] <= b[o] for o in objs) and any(a[o] < b[o] for o in objs)
 
 
-def pareto_trials(trials: list[Trial], objs: tuple[str, ...]) -> list[Trial]:
-    """The non-dominated full trials on (objectives..., quality drop), sorted by the first objective."""
-    def point(t: Trial) -> dict[str, float]:
-        return {**t.full.objectives, "_drop": t.full.drop}
+def pareto_trials(trials: list[Trial], objs: tuple[str, ...], baseline: Optional[RungResult] = None) -> list[Trial]:
+    """The full trials on (objectives..., quality drop) that no other one, nor the original (drop 0), dominates;
+    sorted by the first objective."""
+    def point(r: RungResult) -> dict[str, float]:
+        return {**r.objectives, "_drop": r.drop or 0.0}
 
     keys = objs + ("_drop",)
-    front = [t for t in trials if not any(_dominates(point(u), point(t), keys) for u in trials if u is not t)]
+    others = [t.full for t in trials] + ([baseline] if baseline is not None and baseline.status == "ok" else [])
+    front = [t for t in trials if not any(_dominates(point(u), point(t.full), keys) for u in others if u is not t.full)]
     return sorted(front, key=lambda t: t.full.objectives[objs[0]])
 
 
