@@ -33,8 +33,13 @@ def method_reasons(model: str, task_name: str, device: str) -> dict[str, Optiona
     for name, method in METHODS.items():
         out[name] = why_not(method, MethodContext(task=task, bundle=bundle, device=device))
         if out[name] is None and method.needs_original:
-            out[name] = f"recovers what an earlier link lost: only after another one, e.g. prune-structured+{name}"
+            out[name] = needs_earlier(name)
     return out
+
+
+def needs_earlier(name: str) -> str:
+    """Why a method that reads the model before the chain (needs_original) cannot be a chain's first link."""
+    return f"recovers what an earlier link lost: only after another one, e.g. prune-structured+{name}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def build_candidates(reasons: dict[str, Optional[str]], include: Optional[list[s
         if name == "original" or (include and name not in include) or name in (exclude or []):
             continue
         reason = reasons.get(name)
-        if reason is not None and not (method.needs_original and reason.startswith("recovers")):
+        if reason is not None and reason != needs_earlier(name):  # a follower applies after another link
             continue
         (exports if method.is_export else followers if method.needs_original else transforms).append(name)
         params[name] = params_of(method.config_cls)

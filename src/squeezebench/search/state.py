@@ -60,6 +60,7 @@ class State:
     def load(cls, path: Path, settings: dict[str, Any]) -> "State":
         """The state in ``path`` (its settings must be these), or a new one when there is none."""
         path = Path(path)
+        settings = json.loads(json.dumps(settings, default=str))  # compared as they read back (tuples -> lists)
         if not path.is_file():
             return cls(settings)
         try:
