@@ -34,6 +34,8 @@ def test_search_through_the_runner(tmp_path, tiny_bert_dir, topic_csv, capsys):
         assert "recommended:" in printed and "front" in printed
     else:
         assert "no recommendation:" in printed
+    html = (out / "search-report.html").read_text()
+    assert '<section class="search">' in html and ("recommended:" in html or "no recommendation:" in html)
     n_records = len(records)
     assert cli.main(argv) == code  # resumed: the state and the records stand in, nothing is measured again
     assert len(list(iter_records([out / "s"]))) == n_records

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Callable
 
 from squeezebench import outdir
+from squeezebench.report.html import write_report
 from squeezebench.search.candidates import build_candidates, check_not_empty, method_reasons
 from squeezebench.search.strategy import FULL, SCREEN, Outcome, Search, Settings, parse_budget
 from squeezebench.search.tolerance import parse_tolerance
@@ -43,10 +44,29 @@ def run_search(args, config, say: Callable[[str], None]) -> int:
            "include": args.include, "exclude": args.exclude}
     search = Search(candidates, RunnerEvaluator(config, objectives), settings, state, key, say=say)
     outcome = search.run()
-    for line in describe(outcome, objectives):
+    lines = describe(outcome, objectives)
+    for line in lines:
         say(line)
-    say(f"state: {state}; every trial is a record: squeezebench table {config.out / config.team}")
+    report = outdir.inside(config.out, config.out / "search-report.html", "the search report")
+    write_report([config.out / config.team], report, preface=preface(lines))
+    say(f"state: {state}; report with the front: {report}; every trial is a record: "
+        f"squeezebench table {config.out / config.team}")
     return 0 if outcome.recommended is not None else 1
+
+
+def preface(lines: list[str]) -> str:
+    """The outcome's lines as the report's first section (the plots below show each rung's front of records)."""
+    from squeezebench.report.escape import html_text
+
+    text = [f"<p>{html_text(line)}</p>" for line in lines if not line.startswith("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")
+            and not line.startswith("|---")]
+    table = ""
+    if rows:
+        head = "".join(f"<th>{html_text(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+        table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<section class="search"><h2>Search</h2>{"".join(text)}{table}</section>'
 
 
 def describe(outcome: Outcome, objectives: tuple[str, ...]) -> list[str]:
