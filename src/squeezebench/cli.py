@@ -1,4 +1,4 @@
-"""Command line: ``squeezebench run | demo | table | import-table | report | serve | loadtest | methods | tasks |
+"""Command line: ``squeezebench run | search | demo | table | import-table | report | serve | loadtest | methods | tasks |
 measures``."""
 
 from __future__ import annotations
@@ -49,6 +49,53 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="dynamic batching: how long the first request of a batch waits for others (default 0)")
 
 
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    """The data, model-loading, measurement and executor options `run` and `search` share."""
+    p.add_argument("--dataset", help="bbc-news, bbc-headlines, csv:PATH, jsonl:PATH, text-dir:PATH, image-dir:PATH, "
+                   "imagenet-sample:PATH, conll:PATH, hf:NAME[:SPLIT] (default: the task's)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--input-column", help="text-generation input column of csv:/jsonl: (default: --text-column)")
+    p.add_argument("--target-column", help="text-generation reference column of csv:/jsonl:")
+    p.add_argument("--audio-column", default="audio", help="csv/jsonl column of audio file paths (speech-recognition)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
+    p.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
+                   "(default: tokenizer files beside the .onnx file)")
+    _add_measure_args(p)
+    p.add_argument("--executor", default="local", help="where builds and measurements run: local (this machine, "
+                   "one after another; default) or ray (a Ray cluster; pip install 'squeezebench[ray]')")
+    p.add_argument("--ray-address", help="Ray cluster to join (host:port, or auto for the one started on this "
+                   "machine with `ray start`; default $RAY_ADDRESS, else a private Ray on this machine)")
+    p.add_argument("--artifact-dir", help="with --executor ray: a folder every node mounts at this same absolute "
+                   "path, through which builds reach measurements (default: Ray's object store)")
+    p.add_argument("--ray-resources", metavar="JSON", help="with --executor ray: custom Ray resources per device, "
+                   "method, METHOD@DEVICE or 'build', e.g. '{\"cpu\": {\"node_type_a\": 0.01}}'")
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    from squeezebench.search.trials import OBJECTIVES
+
+    p.add_argument("--model", required=True, help="the model to compress (as for `run --model`)")
+    p.add_argument("--task", required=True, help="see `squeezebench tasks`")
+    p.add_argument("--max-drop", required=True, help="largest quality drop accepted, judged by the paired 95 %% "
+                   "interval of the difference to the original: 1pt (points of a fraction), 2%% (relative) or an "
+                   "amount in the metric's unit")
+    p.add_argument("--objective", default="cpu_ms", choices=OBJECTIVES, help="what to minimise (default cpu_ms)")
+    p.add_argument("--also", nargs="+", default=[], choices=OBJECTIVES,
+                   help="further objectives: the search returns their Pareto front (NSGA-II)")
+    p.add_argument("--budget", default="30m", help="wall time of the whole search, e.g. 30m, 2h (default 30m)")
+    p.add_argument("--trials", type=_positive_int, default=30, help="candidates proposed at most (default 30)")
+    p.add_argument("--screen-limit", type=_positive_int, default=200,
+                   help="examples of the screening rung (successive halving; default 200)")
+    p.add_argument("--screen-min-iters", type=_positive_int, default=5, help="timed iterations when screening")
+    p.add_argument("--screen-min-time", type=float, default=0.5, help="timed seconds when screening")
+    p.add_argument("--eta", type=_positive_int, default=3, help="promote the best 1/ETA of the screened (default 3)")
+    p.add_argument("--max-transforms", type=_positive_int, default=1,
+                   help="transforms per chain at most, before an optional export (default 1)")
+    p.add_argument("--include", nargs="+", help="search only these methods")
+    p.add_argument("--exclude", nargs="+", default=[], help="never try these methods")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeezebench", description="What did each compression method really buy, "
                                      "and what did it cost? Honest size, speed, memory and quality, in one table.")
@@ -65,25 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", required=True, help="see `squeezebench tasks`")
     run.add_argument("--methods", nargs="+", default=["original"],
                      help="methods or chains, e.g. original fp16 int4-weight-only:group_size=64 a+b")
-    run.add_argument("--dataset", help="bbc-news, bbc-headlines, csv:PATH, jsonl:PATH, text-dir:PATH, image-dir:PATH, "
-                     "imagenet-sample:PATH, conll:PATH, hf:NAME[:SPLIT] (default: the task's)")
-    run.add_argument("--text-column", default="text")
-    run.add_argument("--label-column", default="label")
-    run.add_argument("--input-column", help="text-generation input column of csv:/jsonl: (default: --text-column)")
-    run.add_argument("--target-column", help="text-generation reference column of csv:/jsonl:")
-    run.add_argument("--audio-column", default="audio", help="csv/jsonl column of audio file paths (speech-recognition)")
-    run.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
-    run.add_argument("--tokenizer", help="tokenizer of an onnx:FILE model: directory, Hugging Face id or offline:NAME "
-                     "(default: tokenizer files beside the .onnx file)")
-    _add_measure_args(run)
-    run.add_argument("--executor", default="local", help="where builds and measurements run: local (this machine, "
-                     "one after another; default) or ray (a Ray cluster; pip install 'squeezebench[ray]')")
-    run.add_argument("--ray-address", help="Ray cluster to join (host:port, or auto for the one started on this "
-                     "machine with `ray start`; default $RAY_ADDRESS, else a private Ray on this machine)")
-    run.add_argument("--artifact-dir", help="with --executor ray: a folder every node mounts at this same absolute "
-                     "path, through which builds reach measurements (default: Ray's object store)")
-    run.add_argument("--ray-resources", metavar="JSON", help="with --executor ray: custom Ray resources per device, "
-                     "method, METHOD@DEVICE or 'build', e.g. '{\"cpu\": {\"node_type_a\": 0.01}}'")
+    _add_source_args(run)
+
+    search = sub.add_parser("search", help="find the best variant within a quality tolerance: a sampler proposes "
+                            "chains, successive halving screens them, every trial is an ordinary record")
+    _add_search_args(search)
+    _add_source_args(search)
 
     demo = sub.add_parser("demo", help="offline demo: all-MiniLM-L6-v2 on BBC News, original/fp16/bf16")
     _add_measure_args(demo)
@@ -173,18 +207,31 @@ def _run(config) -> int:
 
 
 def cmd_run(args) -> int:
+    return _run(_run_config(args, args.model, args.methods, args.devices or _default_devices()))
+
+
+def _run_config(args, models: list[str], methods: list[str], devices: list[str]):
     from squeezebench.runner import RunConfig
     from squeezebench.tasks.data import DatasetOptions
-    config = RunConfig(models=args.model, task=args.task, methods=args.methods,
-                       devices=args.devices or _default_devices(), dataset=args.dataset,
-                       dataset_options=DatasetOptions(args.text_column, args.label_column or None,
-                                                      args.input_column, args.target_column,
-                                                      args.audio_column),
-                       protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
-                       trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
-                       command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin,
-                       executor=args.executor, executor_options=_executor_options(args))
-    return _run(config)
+
+    return RunConfig(models=models, task=args.task, methods=methods, devices=devices, dataset=args.dataset,
+                     dataset_options=DatasetOptions(args.text_column, args.label_column or None, args.input_column,
+                                                    args.target_column, args.audio_column),
+                     protocol=_protocol(args), out=args.out, team=args.team, force=args.force,
+                     trust_remote_code=args.trust_remote_code, tokenizer=args.tokenizer, timeout_s=args.timeout,
+                     command="squeezebench " + shlex.join(sys.argv[1:]), plugins=args.plugin,
+                     executor=args.executor, executor_options=_executor_options(args))
+
+
+def cmd_search(args) -> int:
+    from squeezebench.search.command import run_search
+
+    devices = args.devices or ["cpu"]
+    if args.force:
+        raise SqueezebenchError("search reuses every record already in --out by design; to start over, use another --out")
+    if len(devices) != 1:
+        raise SqueezebenchError(f"search measures on one device; got --devices {' '.join(devices)}")
+    return run_search(args, _run_config(args, [args.model], ["original"], devices), say=print)
 
 
 def _executor_options(args) -> dict:
@@ -315,26 +362,12 @@ def cmd_methods(args) -> int:
 
 def _method_reasons(args) -> dict:
     """Method name -> None (applies) or why not, for the model loaded as the build phase loads it."""
-    from squeezebench.methods import METHODS, MethodContext
-    from squeezebench.methods.base import why_not
-    from squeezebench.models.sources import check_available, load_model, source_of
-    from squeezebench.tasks import TASKS
+    from squeezebench.search.candidates import method_reasons
 
     if not (args.model and args.task):
         raise SqueezebenchError("methods: --model and --task go together, e.g. "
                                 "`squeezebench methods --model offline:all-minilm-l6-v2 --task sentence-embedding`")
-    task = TASKS.get(args.task)
-    source = source_of(args.model)
-    check_available(source)
-    if source["kind"] == "onnx":  # measured as is by ONNX Runtime (worker.build)
-        return {n: None if n == "original" else "an ONNX input model can only be measured as is" for n, _ in METHODS.items()}
-    bundle = load_model(source, task)
-    out = {}
-    for name, method in METHODS.items():
-        out[name] = why_not(method, MethodContext(task=task, bundle=bundle, device=args.device))
-        if out[name] is None and method.needs_original:
-            out[name] = f"recovers what an earlier link lost: only after another one, e.g. prune-structured+{name}"
-    return out
+    return method_reasons(args.model, args.task, args.device)
 
 
 def cmd_tasks(args) -> int:
@@ -362,7 +395,7 @@ def cmd_measures(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "table": cmd_table, "import-table": cmd_import_table,
+COMMANDS = {"run": cmd_run, "search": cmd_search, "demo": cmd_demo, "table": cmd_table, "import-table": cmd_import_table,
             "report": cmd_report, "serve": cmd_serve, "loadtest": cmd_loadtest, "methods": cmd_methods, "tasks": cmd_tasks, "measures": cmd_measures}
 
 

@@ -287,7 +287,8 @@ def _options(values: list[str]) -> str:
     return "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in sorted(set(values)))
 
 
-def render_report(rows: list[Row], title: str = "squeezebench report") -> str:
+def render_report(rows: list[Row], title: str = "squeezebench report", preface: str = "") -> str:
+    """``preface``: an HTML fragment (already escaped) shown before the table, e.g. a search's recommendation."""
     if not rows:
         raise SqueezebenchError("no results to report; run `squeezebench run` first")
     values = {id(r): v for r, v in zip(rows, json_rows(rows))}
@@ -301,12 +302,12 @@ def render_report(rows: list[Row], title: str = "squeezebench report") -> str:
             f'{_options([r.team for r in rows])}</select> Device <select id="f-device"><option value="">all</option>'
             '<option value="cpu">CPU</option><option value="gpu">GPU</option></select> '
             '<span id="shown"></span></div>',
-            _table(rows, values)]
+            preface, _table(rows, values)]
     body += [_group_section(k, g, values) for k, g in groups.items()]
     return PAGE.replace("{title}", esc(title)).replace("{body}", "\n".join(body)).replace("{script}", SCRIPT)
 
 
-def write_report(directories: list[Path], output: Path) -> Path:
+def write_report(directories: list[Path], output: Path, preface: str = "") -> Path:
     rows = collect([Path(d) for d in directories])
     if not rows:
         raise SqueezebenchError(f"no results found in {', '.join(map(str, directories))}; run `squeezebench run` first")
@@ -314,7 +315,7 @@ def write_report(directories: list[Path], output: Path) -> Path:
     output = Path(output)
     check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output, render_report(rows, f"squeezebench report: {names}"))
+    atomic_write_text(output, render_report(rows, f"squeezebench report: {names}", preface))
     return output
 
 

@@ -34,6 +34,11 @@ class MetricValue(Section):
     version: int = 1
     n: int = 0
     ci95: Optional[tuple[float, float]] = None
+    # each evaluated example's share of the metric, in the evaluated order: the metric is sum(per_example) /
+    # sum(per_example_weight) (weights 1 when absent: a mean). Written by tasks whose metric decomposes (accuracy,
+    # WER errors per utterance), so that two variants on the same examples get a PAIRED interval (squeezebench.search)
+    per_example: Optional[list[float]] = None
+    per_example_weight: Optional[list[float]] = None
 
 
 class Quality(Section):

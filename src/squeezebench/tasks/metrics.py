@@ -118,7 +118,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     """Accuracy and macro-F1 with bootstrap intervals."""
     n = len(y_true)
     correct = (y_true == y_pred).astype(float)
-    acc = metric_value(ACCURACY, correct.mean(), n, bootstrap_ci(lambda i: correct[i].mean(), n))
+    acc = metric_value(ACCURACY, correct.mean(), n, bootstrap_ci(lambda i: correct[i].mean(), n),
+                       per_example=correct.tolist())
     f1 = metric_value(MACRO_F1, macro_f1(y_true, y_pred, n_classes), n,
                       bootstrap_ci(lambda i: macro_f1(y_true[i], y_pred[i], n_classes), n, resamples=300))
     return {"accuracy": acc, "macro_f1": f1}

@@ -104,7 +104,8 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict[str, dict]:
         return lambda i: float(err[i].sum() / max(den[i].sum(), 1))
 
     return {"wer": metric_value(WER, rate(w_err, w_n)(slice(None)), n, bootstrap_ci(rate(w_err, w_n), n),
-                                words=int(w_n.sum()), errors=int(w_err.sum())),
+                                words=int(w_n.sum()), errors=int(w_err.sum()),
+                                per_example=w_err.tolist(), per_example_weight=w_n.tolist()),
             "cer": metric_value(CER, rate(c_err, c_n)(slice(None)), n, bootstrap_ci(rate(c_err, c_n), n),
                                 chars=int(c_n.sum()), errors=int(c_err.sum()))}
 

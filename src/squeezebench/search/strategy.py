@@ -1,0 +1,354 @@
+"""The search loop: a sampler (Optuna TPE for one objective, NSGA-II for several) proposes chains; every proposal is
+first measured on the screening rung (a subset of the examples, short timing); only a plausible one (its paired
+interval reaches below the tolerance) that ranks in the best 1/eta of the screened so far (asynchronous successive
+halving) is promoted to the full protocol, where "within tolerance" is decided by the whole paired interval."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from squeezebench.errors import SqueezebenchError
+from squeezebench.search.candidates import NONE, Candidates, Param, chain_text
+from squeezebench.search.state import RungResult, State, Trial
+from squeezebench.search.tolerance import Scores, Tolerance, judge
+from squeezebench.search.trials import Evaluator, Rung, TrialResult
+
+log = logging.getLogger(__name__)
+
+SCREEN, FULL = "screen", "full"
+REPEATS_BEFORE_RANDOM = 5
+
+
+def parse_budget(text: str) -> float:
+    """'30m', '2h', '90s' or a number of seconds -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise SqueezebenchError(f"--budget {text!r}: write a duration such as 30m, 2h or 600s")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    objectives: tuple[str, ...]  # minimised, the first one decides the recommendation
+    tolerance: Tolerance
+    budget_s: float
+    max_trials: int = 30
+    screen: Rung = Rung(SCREEN)
+    full: Rung = Rung(FULL)
+    eta: int = 3  # promote the best 1/eta of the screened
+    seed: int = 0
+
+    def key(self) -> dict[str, Any]:
+        """What a resumed search must share with the state it resumes."""
+        return {"objectives": list(self.objectives), "max_drop": self.tolerance.text,
+                "screen": self.screen.overrides, "full": self.full.overrides, "eta": self.eta, "seed": self.seed}
+
+
+@dataclass
+class Outcome:
+    recommended: Optional[Trial]
+    front: list[Trial]
+    baseline: Optional[RungResult]
+    why: str
+    problems: list[str] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
+
+
+class Search:
+    def __init__(self, candidates: Candidates, evaluator: Evaluator, settings: Settings, state_path: Path,
+                 extra_key: Optional[dict[str, Any]] = None, clock: Callable[[], float] = time.monotonic,
+                 say: Callable[[str], None] = log.info):
+        self.candidates, self.evaluator, self.settings = candidates, evaluator, settings
+        self.state_path, self.clock, self.say = Path(state_path), clock, say
+        self.state = State.load(self.state_path, {**settings.key(), **(extra_key or {})})
+        self.problems: list[str] = []
+        self._baseline: dict[str, Scores] = {}
+
+    # --- time -------------------------------------------------------------------------------------------------
+    def _spent(self) -> float:
+        return self.state.elapsed_s + (self.clock() - self._t0)
+
+    def _left(self) -> float:
+        return self.settings.budget_s - self._spent()
+
+    def _save(self) -> None:
+        now = self.clock()
+        self.state.elapsed_s += now - self._t0
+        self._t0 = now
+        self.state.save(self.state_path)
+
+    # --- one measurement ----------------------------------------------------------------------------------------
+    def _measure(self, chain: str, rung: Rung) -> tuple[RungResult, TrialResult]:
+        t = self.clock()
+        res = self.evaluator.evaluate(chain, rung)
+        seconds = self.clock() - t
+        if not res.ok:
+            return RungResult(res.status, record_keys=res.record_keys, seconds=seconds), res
+        out = RungResult("ok", res.objectives, res.quality.value, record_keys=res.record_keys, seconds=seconds)
+        if chain != "original":
+            v = judge(res.quality, self._baseline[rung.name], self.settings.tolerance)
+            out.drop, out.low, out.high, out.allowed = v.drop, v.low, v.high, v.allowed
+            out.within, out.plausible = v.within, v.plausible
+        return out, res
+
+    def _measure_baseline(self, rung: Rung) -> None:
+        known = self.state.baseline.get(rung.name)
+        result, raw = self._measure("original", rung)  # a runner resumes it from its record when it exists
+        if not raw.ok:
+            raise SqueezebenchError(f"the original could not be measured on the {rung.name} rung ({raw.status}); "
+                                    "nothing can be compared with it")
+        self._baseline[rung.name] = raw.quality
+        if known is not None:
+            result.seconds = known.seconds  # the cost of measuring it, not of resuming it
+        self.state.baseline[rung.name] = result
+        self._save()
+
+    # --- the sampler ------------------------------------------------------------------------------------------
+    def _study(self):
+        import warnings
+
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # constraints_func
+        k = len(self.settings.objectives)
+        constraints = _constraints
+        if k == 1:
+            sampler = optuna.samplers.TPESampler(seed=self.settings.seed, constraints_func=constraints,
+                                                 n_startup_trials=5)
+        else:
+            sampler = optuna.samplers.NSGAIISampler(seed=self.settings.seed, constraints_func=constraints,
+                                                    population_size=8)
+        study = optuna.create_study(directions=["minimize"] * k, sampler=sampler)
+        for trial in self.state.trials:  # the sampler's history, replayed from the state
+            if trial.status != "running":
+                study.add_trial(self._frozen(trial))
+        return study
+
+    def _frozen(self, trial: Trial):
+        import optuna
+        from optuna.distributions import json_to_distribution
+        from optuna.samplers._base import _CONSTRAINTS_KEY
+        from optuna.trial import TrialState
+
+        dists = {k: json_to_distribution(v) for k, v in trial.distributions.items()}
+        s = trial.screen
+        if s is None or s.status != "ok":
+            return optuna.trial.create_trial(state=TrialState.FAIL, params=trial.params, distributions=dists)
+        values = [s.objectives[o] for o in self.settings.objectives]
+        violation = [s.low - s.allowed]
+        return optuna.trial.create_trial(params=trial.params, distributions=dists, values=values,
+                                         system_attrs={_CONSTRAINTS_KEY: violation},
+                                         user_attrs={"constraint": violation})
+
+    def _suggest(self, trial) -> list[tuple[str, dict[str, Any]]]:
+        """A chain: up to max_transforms transforms (a follower such as distill only after one), then an export."""
+        c = self.candidates
+        links: list[tuple[str, dict[str, Any]]] = []
+        for i in range(c.max_transforms):
+            choices = (NONE,) + c.transforms + (c.followers if links else ())
+            name = trial.suggest_categorical(f"transform{i}", choices)
+            if name == NONE:
+                break
+            if any(n == name for n, _ in links):
+                continue
+            links.append((name, self._values(trial, name)))
+        export = trial.suggest_categorical("export", (NONE,) + c.exports) if c.exports else NONE
+        if export != NONE:
+            links.append((export, self._values(trial, export)))
+        return links
+
+    def _values(self, trial, method: str) -> dict[str, Any]:
+        return {p.name: _suggest_param(trial, f"{method}.{p.name}", p) for p in self.candidates.params.get(method, ())}
+
+    # --- promotion ------------------------------------------------------------------------------------------------
+    def _promote(self, trial: Trial) -> bool:
+        """Plausible on the screen, and among the best 1/eta of the plausible screened trials so far (on the first
+        objective; or, with several, not dominated by any of them)."""
+        s = trial.screen
+        if s is None or s.status != "ok" or not s.plausible:
+            return False
+        peers = [t.screen for t in self.state.trials if t.screen is not None and t.screen.status == "ok"
+                 and t.screen.plausible]
+        objs = self.settings.objectives
+        if len(objs) > 1 and not any(_dominates(p.objectives, s.objectives, objs) for p in peers):
+            return True
+        ranked = sorted(p.objectives[objs[0]] for p in peers)
+        cut = ranked[max(1, math.ceil(len(ranked) / self.settings.eta)) - 1]
+        return s.objectives[objs[0]] <= cut
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        self._t0 = self.clock()
+        st = self.settings
+        self._measure_baseline(st.screen)
+        self._measure_baseline(st.full)
+        if self._left() <= 0:
+            self.problems.append(f"the budget ({st.budget_s:.0f} s) was spent measuring the original; no trial ran")
+            return self.outcome()
+        study = self._study()
+        for trial in [t for t in self.state.trials if t.status == "running"]:  # killed mid-trial: measure it again
+            self.say(f"trial {trial.number}: {trial.chain} (resumed)")
+            self._finish(trial)
+            study.add_trial(self._frozen(trial))
+        seen = {t.chain: t for t in self.state.trials}
+        sampler, repeats = study.sampler, 0
+        while len(self.state.trials) < st.max_trials and self._left() > 0:
+            # a sampler that keeps proposing what was measured (TPE on a small categorical space) gets one random
+            # proposal in between, so the space is explored before the search gives up on it
+            study.sampler = _random(st.seed + len(study.trials)) if repeats >= REPEATS_BEFORE_RANDOM else sampler
+            ot = study.ask()
+            chain = chain_text(self._suggest(ot))  # parameters are sampled here, by the sampler set above
+            study.sampler = sampler
+            if chain == "original" or chain in seen:  # nothing new: the sampler learns what it already knows
+                repeats += 1
+                prior = seen.get(chain)
+                if prior is not None and prior.screen is not None and prior.screen.status == "ok":
+                    ot.set_user_attr("constraint", [prior.screen.low - prior.screen.allowed])
+                    study.tell(ot, [prior.screen.objectives[o] for o in st.objectives])
+                else:
+                    study.tell(ot, state=_fail())
+                if _stalled(study, len(self.state.trials)):
+                    self.say("the sampler proposes only chains already measured: the space is exhausted")
+                    break
+                continue
+            repeats = 0
+            trial = Trial(len(self.state.trials), chain, dict(ot.params),
+                          {k: _dist_json(d) for k, d in ot.distributions.items()})
+            self.state.trials.append(trial)
+            seen[chain] = trial
+            self._save()
+            self.say(f"trial {trial.number}: {chain}")
+            stop = self._finish(trial)
+            s = trial.screen
+            if s is not None and s.status == "ok":
+                ot.set_user_attr("constraint", [s.low - s.allowed])  # <= 0: feasible (read by _constraints)
+                study.tell(ot, [s.objectives[o] for o in st.objectives])
+            else:
+                study.tell(ot, state=_fail())
+            if stop:
+                break
+        if len(self.state.trials) >= st.max_trials:
+            self.say(f"trial budget reached ({st.max_trials} trials)")
+        return self.outcome()
+
+    def _finish(self, trial: Trial) -> bool:
+        """Screen the trial, promote it when it earns it; True when the time budget cannot pay for its full run."""
+        trial.screen, _ = self._measure(trial.chain, self.settings.screen)
+        trial.status = "screened" if trial.screen.status == "ok" else "failed"
+        trial.note = "" if trial.screen.status == "ok" else trial.screen.status
+        stop = False
+        if trial.status == "screened" and self._promote(trial):
+            need = self.state.baseline[FULL].seconds
+            if self._left() < need:
+                self.problems.append(f"budget too small for a full trial of {trial.chain} (about {need:.0f} s "
+                                     f"needed, {max(self._left(), 0):.0f} s left); the best found so far is kept")
+                stop = True
+            else:
+                trial.full, _ = self._measure(trial.chain, self.settings.full)
+                trial.status = "full"
+        self._save()
+        return stop
+
+    # --- the answer -------------------------------------------------------------------------------------------
+    def outcome(self) -> Outcome:
+        objs = self.settings.objectives
+        base = self.state.baseline.get(FULL)
+        full = [t for t in self.state.trials if t.full is not None and t.full.status == "ok"]
+        within = [t for t in full if t.full.within]
+        front = pareto_trials(within, objs, base)
+        problems = list(self.problems)
+        tol = self.settings.tolerance.text
+        if not self.candidates.transforms and not self.candidates.exports:
+            problems.append("the candidate set is empty: no method applies")
+        if not full and not any("budget" in p for p in problems):
+            screened = [t for t in self.state.trials if t.status == "screened"]
+            problems.append("no trial reached the full protocol" + (
+                f" ({len(screened)} screened, none plausible within {tol})" if screened else ""))
+        elif full and not within:
+            closest = min(full, key=lambda t: t.full.high)
+            problems.append(f"no candidate meets --max-drop {tol} by its paired interval; the closest is "
+                            f"{closest.chain} ({_verdict(closest.full)})")
+        faster = [t for t in within if base is None or t.full.objectives[objs[0]] < base.objectives.get(objs[0], math.inf)]
+        if not faster:
+            why = ("no searched variant within the tolerance is faster than the original on "
+                   f"{objs[0]}; keep the original")
+            if problems:
+                why = problems[-1] + "; " + why
+            return Outcome(None, front, base, why, problems, list(self.state.trials))
+        best = min(faster, key=lambda t: t.full.objectives[objs[0]])
+        return Outcome(best, front, base, self._why(best, base, full, within), problems, list(self.state.trials))
+
+    def _why(self, best: Trial, base: Optional[RungResult], full: list[Trial], within: list[Trial]) -> str:
+        objs, o = self.settings.objectives, self.settings.objectives[0]
+        f = best.full
+        ratio = f" ({base.objectives[o] / f.objectives[o]:.2f}x the original's {base.objectives[o]:.4g})" \
+            if base is not None and f.objectives.get(o) else ""
+        others = "".join(f", {k} {f.objectives[k]:.4g}" for k in objs[1:])
+        n_screened = sum(1 for t in self.state.trials if t.screen is not None and t.screen.status == "ok")
+        return (f"{best.chain} is recommended: {o} {f.objectives[o]:.4g}{ratio}{others}, the lowest {o} of the "
+                f"{len(within)} of {len(full)} fully measured candidates whose paired 95 % interval of the quality "
+                f"drop stays within --max-drop {self.settings.tolerance.text} ({_verdict(f)}); "
+                f"{len(self.state.trials)} trials were proposed, {n_screened} screened on the subset and "
+                f"{len(full)} promoted to the full protocol by successive halving.")
+
+
+def _verdict(r: RungResult) -> str:
+    return f"drop {r.drop:+.4f}, interval [{r.low:+.4f}, {r.high:+.4f}], allowed {r.allowed:.4f}"
+
+
+def _dominates(a: dict[str, float], b: dict[str, float], objs: tuple[str, ...]) -> bool:
+    return all(a[o] <= b[o] for o in objs) and any(a[o] < b[o] for o in objs)
+
+
+def pareto_trials(trials: list[Trial], objs: tuple[str, ...], baseline: Optional[RungResult] = None) -> list[Trial]:
+    """The full trials on (objectives..., quality drop) that no other one, nor the original (drop 0), dominates;
+    sorted by the first objective."""
+    def point(r: RungResult) -> dict[str, float]:
+        return {**r.objectives, "_drop": r.drop or 0.0}
+
+    keys = objs + ("_drop",)
+    others = [t.full for t in trials] + ([baseline] if baseline is not None and baseline.status == "ok" else [])
+    front = [t for t in trials if not any(_dominates(point(u), point(t.full), keys) for u in others if u is not t.full)]
+    return sorted(front, key=lambda t: t.full.objectives[objs[0]])
+
+
+def _constraints(frozen) -> list[float]:
+    return list(frozen.user_attrs.get("constraint", [0.0]))
+
+
+def _fail():
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL
+
+
+def _random(seed: int):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _dist_json(dist) -> str:
+    from optuna.distributions import distribution_to_json
+
+    return distribution_to_json(dist)
+
+
+def _stalled(study, proposed: int) -> bool:
+    """The sampler keeps proposing what was measured: the space is exhausted (many more asks than new trials)."""
+    return len(study.trials) > 100 + 10 * proposed
+
+
+def _suggest_param(trial, name: str, p: Param) -> Any:
+    if p.kind == "choice":
+        return trial.suggest_categorical(name, p.choices)
+    if p.kind == "int":
+        return trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
+    return trial.suggest_float(name, p.low, p.high, step=p.step)
