@@ -135,8 +135,8 @@ def test_runner_measures_original_and_ct2_int8_whisper(tmp_path):
 
     data = librispeech_dir(tmp_path / "ls")
     config = RunConfig(models=[str(tiny_whisper_dir(tmp_path / "w"))], task="speech-recognition",
-                       methods=["original", "ct2-int8"], dataset=f"audio-dir:{data}", limit=2,
-                       protocol=fast_protocol(threads=1, work_examples=2), out=tmp_path / "results", team="t")
+                       methods=["original", "ct2-int8"], dataset=f"audio-dir:{data}",
+                       protocol=fast_protocol(threads=1, limit=2, work_examples=2), out=tmp_path / "results", team="t")
     recs = {r.method: r.dump() for r in Runner(config).run()}
     orig, q8 = recs["original"], recs["ct2-int8"]
     assert orig["status"] == "ok", orig

@@ -29,7 +29,7 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import ExportResult, MethodConfig, MethodContext, register_export
 from squeezebench.methods.lib.exports import example_inputs
 from squeezebench.models.seq2seq_graphs import whisper_generation_plan
-from squeezebench.runtimes.ctranslate2 import MODEL_DIR, Ct2Entry, executable_for
+from squeezebench.runtimes.ctranslate2 import FAMILY_INPUTS, MODEL_DIR, Ct2Entry, executable_for
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,8 @@ def export_ct2(wrapped, config: MethodConfig, ctx: MethodContext, directory: Pat
     entry = Ct2Entry(ct2_dir=MODEL_DIR, ct2_family=family, ct2_compute_type=compute_type, eos_token_ids=eos_ids,
                      pad_token_id=None if pad is None else int(pad),
                      whisper_plan=whisper_generation_plan(module) if family == "whisper" else None)
-    example = example_inputs(ctx, wrapped, 1, "a ct2 export")[0]
+    name = FAMILY_INPUTS[family]  # Whisper: the encoder states only (not the teacher-forced decoder logits)
+    example = {name: example_inputs(ctx, wrapped, 1, "a ct2 export")[0][name]}
     executable = executable_for(out, entry, "cpu", torch.get_num_threads())
     check = compare(executable, wrapped, example)
     if compute_type == "float32" and not check["mean_cosine"] >= FLOAT_MIN_COSINE:

@@ -170,6 +170,7 @@ class Ct2GeneratorExecutable(Executable):
         return _pad_rows([r.sequences_ids[0] for r in results], self.pad)
 
 
+FAMILY_INPUTS = {"whisper": "input_features", "generator": "input_ids"}  # what each family's timed call takes
 EXECUTABLES = {"whisper": Ct2WhisperExecutable, "generator": Ct2GeneratorExecutable}
 TIMED_CALLS = {"whisper": "the Whisper encoder (ctranslate2.models.Whisper.encode)",
                "generator": "next-token logits of every position (ctranslate2.Generator.forward_batch)"}
