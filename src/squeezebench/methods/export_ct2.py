@@ -75,12 +75,13 @@ def family_of(module: Any) -> Optional[str]:
 
 def convertible(config: Any) -> Optional[str]:
     """Why CTranslate2's Transformers converter cannot convert a model with this config, or None."""
-    from ctranslate2.converters.transformers import _MODEL_LOADERS
+    from ctranslate2.converters import transformers as converter
 
+    loaders = getattr(converter, "_MODEL_LOADERS", None)  # private: if it moves, the converter itself says no
     name = type(config).__name__
-    if name not in _MODEL_LOADERS:
+    if loaders is not None and name not in loaders:
         return (f"CTranslate2 cannot convert {getattr(config, 'model_type', name)} models ({name}); it converts "
-                f"{', '.join(sorted(n.removesuffix('Config') for n in _MODEL_LOADERS))}")
+                f"{', '.join(sorted(n.removesuffix('Config') for n in loaders))}")
     return None
 
 
