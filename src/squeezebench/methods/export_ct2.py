@@ -112,20 +112,38 @@ def _tokenizer_for(bundle: Any, module: Any) -> Any:
     return tok
 
 
+def float_copy(module: Any) -> Any:
+    """A float32 copy for the converter (it takes the modules apart). A model read from a GGUF file holds
+    dequantised float weights but keeps a ``gguf`` quantization_config, which the converter would refuse."""
+    model = copy.deepcopy(module)
+    with torch.no_grad():  # ``.float()`` refuses GGUF-loaded models
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.float()
+    quant = getattr(model.config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if str(getattr(method, "value", method)).lower() == "gguf":
+        del model.config.quantization_config
+        model.hf_quantizer = None
+    return model
+
+
 def convert(module: Any, tokenizer: Any, output: Path, compute_type: str) -> float:
     """Convert an in-memory Transformers model (a copy of it) with CTranslate2; seconds taken."""
     import ctranslate2
 
+    model = float_copy(module)
+
     class InMemoryConverter(ctranslate2.converters.TransformersConverter):
         def load_model(self, model_class, model_name_or_path, **kwargs):
-            return copy.deepcopy(module).float()
+            return model
 
         def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
             return tokenizer
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="squeezebench-ct2-") as tmp:
-        module.config.save_pretrained(tmp)  # the converter reads the config by path; nothing else
+        model.config.save_pretrained(tmp)  # the converter reads the config by path; nothing else
         try:
             InMemoryConverter(tmp).convert(str(output), quantization=compute_type, force=True)
         except (ValueError, NotImplementedError, AttributeError, KeyError, RuntimeError) as exc:
