@@ -124,10 +124,27 @@ def test_a_model_ctranslate2_cannot_convert_is_skipped_with_the_reason(tmp_path)
     assert "Llama" in reason and "Whisper" in reason
 
 
-def test_a_convertible_model_of_another_family_says_so(tiny_bert_dir):
-    bundle = load_model(source_of(str(tiny_bert_dir)), TASKS.get("sentence-embedding"))
-    reason = why_not(METHODS.get("ct2"), MethodContext(task=TASKS.get("sentence-embedding"), bundle=bundle))
-    assert "Whisper and decoder-only causal LMs" in reason
+def test_a_bert_sentence_embedding_is_pooled_as_pytorch_pools_it(tiny_bert_dir, tmp_path):
+    task = TASKS.get("sentence-embedding")
+    bundle = load_model(source_of(str(tiny_bert_dir)), task)
+    batch = bundle.tokenizer(["a short one", "a longer sentence with a few more words in it"], padding=True,
+                             return_tensors="pt")
+    inputs = {k: batch[k] for k in task.input_names}
+    assert inputs["attention_mask"].min() == 0  # a padded row: CTranslate2 runs it unpadded
+    result, ex, _ = _export(bundle, task, Ct2Config(), inputs, tmp_path)
+    assert result.entry.ct2_family == "encoder" and result.entry.mean_pool
+    with torch.no_grad():
+        ref = task.wrap(bundle)(**inputs)
+    assert torch.allclose(ex(inputs), ref, atol=1e-4)
+    assert not hasattr(ex, "generate_greedy") and "generation" not in ex.info
+
+
+def test_a_model_with_a_task_head_says_why(tiny_bert_dir):
+    task = TASKS.get("text-classification")
+    bundle = load_model(source_of(str(tiny_bert_dir)), task, num_labels=2)
+    reason = why_not(METHODS.get("ct2"), MethodContext(task=task, bundle=bundle))
+    assert reason.startswith("squeezebench runs Whisper, decoder-only causal LMs") and \
+        "BertForSequenceClassification is none of them" in reason
 
 
 def test_runner_measures_original_and_ct2_int8_whisper(tmp_path):

@@ -7,7 +7,8 @@ measuring it as a variant puts it in the same table, under the same quality and 
 The converter reads the model as the chain left it (a copy: it takes the modules apart) and the bundle's
 tokenizer, so nothing is downloaded; weights are stored in the compute type (``quantization``) and loaded in it.
 The converted model is checked against PyTorch on one example input (the task's forward: Whisper's encoder
-states, an LM's logits): float32 must agree (cosine >= FLOAT_MIN_COSINE), a quantised type is only recorded.
+states, an LM's logits, an encoder's states or mean-pooled embedding): float32 must agree (cosine >=
+FLOAT_MIN_COSINE), a quantised type is only recorded.
 
 Pair: loaded by the ``ctranslate2`` runtime (runtimes/ctranslate2.py), told what it needs by a Ct2Entry.
 """
@@ -64,12 +65,18 @@ class Ct2Int8Float32Config(MethodConfig):
 
 
 def family_of(module: Any) -> Optional[str]:
-    """'whisper' for a Whisper encoder-decoder, 'generator' for a decoder-only causal LM, else None."""
+    """'whisper' for a Whisper encoder-decoder, 'generator' for a decoder-only causal LM, 'encoder' for a bare
+    encoder (BertModel, ...: CTranslate2's Encoder has no task heads), else None."""
     config = getattr(module, "config", None)
+    kind = type(module).__name__
     if getattr(config, "model_type", None) == "whisper" and hasattr(module, "get_encoder"):
         return "whisper"
-    if not getattr(config, "is_encoder_decoder", False) and type(module).__name__.endswith("ForCausalLM"):
+    if getattr(config, "is_encoder_decoder", False):
+        return None
+    if kind.endswith("ForCausalLM"):
         return "generator"
+    if kind.endswith("Model") and "For" not in kind and not getattr(config, "is_decoder", False):
+        return "encoder"
     return None
 
 
@@ -93,8 +100,8 @@ def _check(config: MethodConfig, ctx: MethodContext) -> Optional[str]:
     if reason:
         return reason
     if family_of(module) is None:
-        return ("squeezebench runs Whisper and decoder-only causal LMs (...ForCausalLM) on CTranslate2; "
-                f"{type(module).__name__} is neither")
+        return ("squeezebench runs Whisper, decoder-only causal LMs (...ForCausalLM) and bare encoders (...Model: "
+                f"CTranslate2's Encoder has no task heads) on CTranslate2; {type(module).__name__} is none of them")
     return None
 
 
@@ -113,8 +120,8 @@ def _tokenizer_for(bundle: Any, module: Any) -> Any:
 
 
 def float_copy(module: Any) -> Any:
-    """A float32 copy for the converter (it takes the modules apart). A model read from a GGUF file holds
-    dequantised float weights but keeps a ``gguf`` quantization_config, which the converter would refuse."""
+    """A float32 copy for the converter (it takes the modules apart), with the config it expects: a model read
+    from a GGUF file holds dequantised float weights but keeps a ``gguf`` quantization_config (refused)."""
     model = copy.deepcopy(module)
     with torch.no_grad():  # ``.float()`` refuses GGUF-loaded models
         for tensor in [*model.parameters(), *model.buffers()]:
@@ -125,6 +132,9 @@ def float_copy(module: Any) -> Any:
     if str(getattr(method, "value", method)).lower() == "gguf":
         del model.config.quantization_config
         model.hf_quantizer = None
+    if not getattr(model.config, "is_encoder_decoder", False) and not hasattr(model.config, "position_embedding_type"):
+        # CTranslate2's BERT-family loaders read it; transformers 5 dropped it (its BERT is absolute-only)
+        model.config.position_embedding_type = "absolute"
     return model
 
 
@@ -174,11 +184,14 @@ def export_ct2(wrapped, config: MethodConfig, ctx: MethodContext, directory: Pat
     eos = module.config.eos_token_id if eos is None else eos
     eos_ids = [int(t) for t in (eos if isinstance(eos, (list, tuple)) else [eos]) if t is not None]
     pad = getattr(gen, "pad_token_id", None) if gen is not None else None
+    sample = example_inputs(ctx, wrapped, 1, "a ct2 export")[0]
+    # Whisper: the encoder states only (not the teacher-forced decoder logits)
+    example = {k: sample[k] for k in FAMILY_INPUTS[family] if k in sample}
+    with torch.no_grad():  # a 2-D forward from an encoder: the task pools the token states (checked below)
+        pooled = family == "encoder" and wrapped(**example).dim() == 2
     entry = Ct2Entry(ct2_dir=MODEL_DIR, ct2_family=family, ct2_compute_type=compute_type, eos_token_ids=eos_ids,
-                     pad_token_id=None if pad is None else int(pad),
+                     pad_token_id=None if pad is None else int(pad), mean_pool=pooled,
                      whisper_plan=whisper_generation_plan(module) if family == "whisper" else None)
-    name = FAMILY_INPUTS[family]  # Whisper: the encoder states only (not the teacher-forced decoder logits)
-    example = {name: example_inputs(ctx, wrapped, 1, "a ct2 export")[0][name]}
     executable = executable_for(out, entry, "cpu", torch.get_num_threads())
     check = compare(executable, wrapped, example)
     if compute_type == "float32" and not check["mean_cosine"] >= FLOAT_MIN_COSINE:
@@ -199,7 +212,7 @@ def export_ct2(wrapped, config: MethodConfig, ctx: MethodContext, directory: Pat
 
 
 for _cls, _summary in ((Ct2Config, "CTranslate2 conversion run by CTranslate2 (compute_type=float32|int8|int8_float32"
-                                   "|int8_float16|...; Whisper and decoder-only LMs)"),
+                                   "|int8_float16|...; Whisper, decoder-only LMs, encoders)"),
                        (Ct2Int8Config, "ct2:compute_type=int8 (CTranslate2 int8, as faster-whisper runs it)"),
                        (Ct2Int8Float32Config, "ct2:compute_type=int8_float32 (CTranslate2 int8 weights, float32 "
                                               "activations)")):

@@ -1,10 +1,11 @@
 """CTranslate2 runtime: a model converted by CTranslate2's Transformers converter, run by its C++ engine (what
 faster-whisper runs), in the compute type the export chose (float32, int8, int8_float32, ...).
 
-Two model families: Whisper (``ctranslate2.models.Whisper``: the timed call is the encoder, ``generate_greedy``
+Three model families: Whisper (``ctranslate2.models.Whisper``: the timed call is the encoder, ``generate_greedy``
 transcribes greedily with the decoder prompt the speech task's PyTorch ``generate`` uses) and decoder-only LMs
 (``ctranslate2.Generator``: the timed call is next-token logits of every position through ``forward_batch``,
-``generate_greedy`` decodes greedily with CTranslate2's KV cache). Token ids stay the Hugging Face tokenizer's:
+``generate_greedy`` decodes greedily with CTranslate2's KV cache) and encoder-only models (``ctranslate2.Encoder``:
+the last hidden states, mean-pooled when the task's forward is a sentence embedding). Token ids stay the Hugging Face tokenizer's:
 the converter's vocabulary is only used to hand CTranslate2 the token strings its ``generate_batch`` takes.
 
 Pair: the ct2 exports (methods/export_ct2.py: ``ct2``, ``ct2-int8``, ``ct2-int8-float32``) fill :class:`Ct2Entry`.
@@ -31,7 +32,7 @@ MODEL_DIR = "ct2"
 INSTALL_HINT = "pip install 'squeezebench[ct2]' (ctranslate2)"
 # CTranslate2's compute types (https://opennmt.net/CTranslate2/quantization.html)
 COMPUTE_TYPES = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16")
-Family = Literal["whisper", "generator"]
+Family = Literal["whisper", "generator", "encoder"]
 # CTranslate2 4.x's Whisper.generate returns at most max_length // 2 new tokens whatever the prompt (measured on
 # tiny models with 16 and 64 decoder positions: openai-whisper's sample_len = n_text_ctx // 2), so it is asked
 # for twice the new tokens wanted and the result is cut to them
@@ -50,6 +51,7 @@ class Ct2Entry(ManifestEntry):
     eos_token_ids: list[int] = []
     pad_token_id: Optional[int] = None
     whisper_plan: Optional[dict[str, Any]] = None
+    mean_pool: bool = False  # encoder: the task's forward is the L2-normalised mean of the token states
     ct2: dict[str, Any] = {}
 
 
@@ -170,17 +172,58 @@ class Ct2GeneratorExecutable(Executable):
         return _pad_rows([r.sequences_ids[0] for r in results], self.pad)
 
 
-FAMILY_INPUTS = {"whisper": "input_features", "generator": "input_ids"}  # what each family's timed call takes
-EXECUTABLES = {"whisper": Ct2WhisperExecutable, "generator": Ct2GeneratorExecutable}
+class Ct2EncoderExecutable(Executable):
+    """input_ids (+ attention_mask, token_type_ids) -> the last hidden states (``Encoder.forward_batch`` on the
+    unpadded rows), mean-pooled and L2-normalised when the task's forward is (sentence embeddings)."""
+
+    def __init__(self, model: Any, entry: Ct2Entry, vocabulary: list[str], info: dict[str, Any]):
+        self.model = model
+        self.mean_pool = entry.mean_pool
+        self.info = info
+        if self.mean_pool:
+            info["pooling"] = "mean over the attention mask, L2-normalised (numpy), inside the timed call"
+
+    def prepare(self, inputs: dict[str, torch.Tensor]) -> tuple[list[list[int]], Optional[list[list[int]]], np.ndarray]:
+        if "input_ids" not in inputs:
+            raise SqueezebenchError(f"a CTranslate2 encoder runs token ids; this task gives {', '.join(inputs)}")
+        ids = inputs["input_ids"].detach().cpu()
+        mask = inputs.get("attention_mask", torch.ones_like(ids)).detach().cpu()
+        lengths = mask.sum(1).tolist()
+        rows = [row[:n].tolist() for row, n in zip(ids, lengths)]
+        types = inputs.get("token_type_ids")
+        types = None if types is None else [row[:n].tolist() for row, n in zip(types.detach().cpu(), lengths)]
+        return rows, types, mask.numpy()
+
+    def run_prepared(self, prepared) -> np.ndarray:
+        rows, types, mask = prepared
+        hidden = _to_numpy(self.model.forward_batch(rows, token_type_ids=types).last_hidden_state)
+        if hidden.shape[1] < mask.shape[1]:  # CTranslate2 pads to the longest row; the task's batch may be longer
+            hidden = np.pad(hidden, ((0, 0), (0, mask.shape[1] - hidden.shape[1]), (0, 0)))
+        if not self.mean_pool:
+            return hidden
+        m = mask[..., None].astype(np.float32)
+        pooled = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    def to_tensor(self, output: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(output)
+
+
+# what each family's timed call takes (the export checks that input against PyTorch)
+FAMILY_INPUTS = {"whisper": ("input_features",), "generator": ("input_ids",),
+                 "encoder": ("input_ids", "attention_mask", "token_type_ids")}
+EXECUTABLES = {"whisper": Ct2WhisperExecutable, "generator": Ct2GeneratorExecutable, "encoder": Ct2EncoderExecutable}
 TIMED_CALLS = {"whisper": "the Whisper encoder (ctranslate2.models.Whisper.encode)",
-               "generator": "next-token logits of every position (ctranslate2.Generator.forward_batch)"}
+               "generator": "next-token logits of every position (ctranslate2.Generator.forward_batch)",
+               "encoder": "the encoder's last hidden states (ctranslate2.Encoder.forward_batch)"}
+CLASSES = {"whisper": "models.Whisper", "generator": "Generator", "encoder": "Encoder"}
 
 
 def open_model(path: Path, family: str, compute_type: str, device: str, threads: int) -> Any:
     """The CTranslate2 model object of ``family`` (one worker, ``threads`` intra-op threads)."""
     import ctranslate2
 
-    cls = ctranslate2.models.Whisper if family == "whisper" else ctranslate2.Generator
+    cls = ctranslate2.models.Whisper if family == "whisper" else getattr(ctranslate2, CLASSES[family])
     try:
         return cls(str(path), compute_type=compute_type, intra_threads=int(threads), inter_threads=1,
                    **_device_args(device))
@@ -198,7 +241,8 @@ def executable_for(path: Path, entry: Ct2Entry, device: str, threads: int) -> Ex
     info = {"name": "ctranslate2", "version": ctranslate2.__version__, "device": device, "threads": int(threads),
             "family": entry.ct2_family, "compute_type_requested": entry.ct2_compute_type,
             "compute_type": str(model.compute_type), "timed_call": TIMED_CALLS[entry.ct2_family],
-            "generation": "greedy (1 beam), CTranslate2's KV cache (generate_greedy)"}
+            **({"generation": "greedy (1 beam), CTranslate2's KV cache (generate_greedy)"}
+               if hasattr(EXECUTABLES[entry.ct2_family], "generate_greedy") else {})}
     return EXECUTABLES[entry.ct2_family](model, entry, vocabulary, info)
 
 
@@ -214,5 +258,6 @@ def load_ct2(directory: Path, manifest: dict[str, Any], task, device: str, threa
     return bundle_for_runtime(directory, manifest, task), executable
 
 
-register_runtime(Runtime("ctranslate2", "CTranslate2 (converted Transformers model: Whisper, decoder-only LMs; "
+register_runtime(Runtime("ctranslate2", "CTranslate2 (converted Transformers model: Whisper, decoder-only LMs, "
+                         "encoders; "
                          "float32 / int8 compute types)", load_ct2, _check_device, ("cpu", "cuda"), Ct2Entry))
