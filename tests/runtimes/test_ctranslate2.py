@@ -179,3 +179,17 @@ def test_runner_measures_original_and_ct2_int8_llama(tmp_path, tiny_llama_dir, t
     assert 0.8 < m["perplexity_ratio_to_original"]["value"] < 1.25  # scored on the original's windows
     gen = q8["generation"]
     assert gen["decode_tokens_per_s"]["value"] > 0 and "ctranslate2 generate_greedy" in gen["protocol"]["gen_decoding"]
+
+
+def test_runner_measures_a_ct2_sentence_embedding(tmp_path, tiny_bert_dir, topic_csv):
+    from squeezebench.runner import RunConfig, Runner
+
+    config = RunConfig(models=[str(tiny_bert_dir)], task="sentence-embedding", methods=["original", "ct2"],
+                       dataset=f"csv:{topic_csv}", protocol=fast_protocol(threads=1), out=tmp_path / "results",
+                       team="t")
+    recs = {r.method: r.dump() for r in Runner(config).run()}
+    ct2 = recs["ct2"]
+    assert recs["original"]["status"] == "ok" and ct2["status"] == "ok", ct2
+    assert ct2["runtime"]["family"] == "encoder" and ct2["runtime"]["compute_type"] == "float32"
+    # float32 embeddings of the same weights: the same neighbours as the original's
+    assert ct2["quality"]["metrics"]["accuracy"]["value"] == recs["original"]["quality"]["metrics"]["accuracy"]["value"]
