@@ -191,5 +191,8 @@ def test_runner_measures_a_ct2_sentence_embedding(tmp_path, tiny_bert_dir, topic
     ct2 = recs["ct2"]
     assert recs["original"]["status"] == "ok" and ct2["status"] == "ok", ct2
     assert ct2["runtime"]["family"] == "encoder" and ct2["runtime"]["compute_type"] == "float32"
+    size, orig_size = ct2["build"]["size"], recs["original"]["build"]["size"]
+    assert [Path(f).name for f in size["weight_files"]] == ["model.bin"]  # not its config or vocabulary
+    assert 0.98 < size["weights_bytes"] / orig_size["weights_bytes"] < 1.02  # float32 weights, as the original's
     # float32 embeddings of the same weights: the same neighbours as the original's
     assert ct2["quality"]["metrics"]["accuracy"]["value"] == recs["original"]["quality"]["metrics"]["accuracy"]["value"]

@@ -203,8 +203,8 @@ def export_ct2(wrapped, config: MethodConfig, ctx: MethodContext, directory: Pat
     ctx.facts.update(in_memory_compressed=compute_type != "float32",
                      in_memory_format=f"CTranslate2 {ran} (weights stored as {compute_type})")
     ctx.notes.append(f"converted by CTranslate2 {ctranslate2.__version__}, run as {ran}")
-    files = sorted(p for p in out.iterdir() if p.is_file())
-    return ExportResult(runtime="ctranslate2", weight_files=files, entry=entry.model_copy(update={"ct2": {
+    # the weights only: config.json and vocabulary.json are like the tokenizer files no variant counts
+    return ExportResult(runtime="ctranslate2", weight_files=[out / "model.bin"], entry=entry.model_copy(update={"ct2": {
         "converter": "ctranslate2.converters.TransformersConverter (in-memory model)",
         "version": ctranslate2.__version__, "quantization": compute_type, "compute_type_on_cpu": ran,
         "convert_s": convert_s, "check_vs_pytorch": check,
