@@ -94,6 +94,11 @@ def test_llama_stops_at_eos_as_pytorch_does(llama, tmp_path):
     ex.eos = [first]  # the first greedy token ends the answer
     assert ex.generate_greedy({"input_ids": ids}, 8).tolist() == [[first]]
     assert ex.generate_greedy({"input_ids": ids}, 8, min_new_tokens=8).shape == (1, 8)
+    # the generation speed measure forces its length through generate_new_tokens: CTranslate2 honours it
+    from squeezebench.tasks.generation_common import generate_new_tokens
+
+    assert generate_new_tokens(ex, llama, ids, 8, min_new_tokens=8).shape == (1, 8)
+    assert generate_new_tokens(ex, llama, ids, 8).tolist() == [[first]]
 
 
 def test_int8_runs_and_reports_its_compute_type(llama, tmp_path):
