@@ -201,3 +201,10 @@ def test_runner_measures_a_ct2_sentence_embedding(tmp_path, tiny_bert_dir, topic
     assert 0.98 < size["weights_bytes"] / orig_size["weights_bytes"] < 1.02  # float32 weights, as the original's
     # float32 embeddings of the same weights: the same neighbours as the original's
     assert ct2["quality"]["metrics"]["accuracy"]["value"] == recs["original"]["quality"]["metrics"]["accuracy"]["value"]
+
+
+def test_a_gpu_run_is_refused_with_the_reason():
+    from squeezebench.runtimes import RUNTIMES
+
+    assert RUNTIMES.get("ctranslate2").unavailable("cuda:0") == "squeezebench runs CTranslate2 on the CPU only for now"
+    assert RUNTIMES.get("ctranslate2").unavailable("cpu") is None

@@ -216,4 +216,4 @@ for _cls, _summary in ((Ct2Config, "CTranslate2 conversion run by CTranslate2 (c
                        (Ct2Int8Config, "ct2:compute_type=int8 (CTranslate2 int8, as faster-whisper runs it)"),
                        (Ct2Int8Float32Config, "ct2:compute_type=int8_float32 (CTranslate2 int8 weights, float32 "
                                               "activations)")):
-    register_export(_cls, _summary, runtime="ctranslate2", check=_check, devices=("cpu", "cuda"))(export_ct2)
+    register_export(_cls, _summary, runtime="ctranslate2", check=_check, devices=("cpu",))(export_ct2)
