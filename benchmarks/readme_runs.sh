@@ -58,6 +58,13 @@ run_whisper() {
     --task speech-recognition --dataset "audio-dir:$LIBRISPEECH" --devices cpu --methods original onnx-int8-dynamic
 }
 
+# MiniLM (6 layers) distilled into a 3-layer student (every other layer) on the articles outside the evaluated 500
+run_minilm_student() {
+  $SB run $T --team "$TEAM" --out results/minilm-student --model offline:all-minilm-l6-v2 --task sentence-embedding \
+    --dataset bbc-news --limit 500 --devices cpu --methods original student:layers=3 \
+    student:layers=3+onnx-int8-dynamic
+}
+
 # int8 variants of MiniLM and their fidelity (cosine to the original's embeddings) on this CPU kind
 run_minilm_int8() {
   $SB run $T --team "$TEAM" --out results/minilm-int8 --model offline:all-minilm-l6-v2 --task sentence-embedding \

@@ -20,6 +20,7 @@ from squeezebench.methods import prune_unstructured, prune_structured, prune_2of
 from squeezebench.methods import clustering  # noqa: F401  (cluster-kmeans)
 from squeezebench.methods import export_onnx  # noqa: F401  (onnx, onnx-int8-dynamic, onnx-int8-static)
 from squeezebench.methods import export_gguf  # noqa: F401  (gguf, gguf-q4_0, gguf-q4_k_m, gguf-q8_0: llama.cpp)
+from squeezebench.methods import export_ct2  # noqa: F401  (ct2, ct2-int8, ct2-int8-float32: CTranslate2)
 from squeezebench.methods import export_openvino, export_torchscript, torch_compile  # noqa: F401  (openvino*, torchscript, torch-compile)
 from squeezebench.methods import weight_only  # noqa: F401  (int8-weight-only, int4-weight-only)
 from squeezebench.methods import quantization  # noqa: F401  (int8-dynamic, int8-static)

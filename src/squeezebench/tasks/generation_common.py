@@ -9,6 +9,7 @@ repetition penalties, whatever the checkpoint's generation config says (that is 
 from __future__ import annotations
 
 import copy
+import inspect
 import statistics
 import time
 from typing import Any, Callable
@@ -76,9 +77,12 @@ def generate_new_tokens(run: Any, bundle: Any, input_ids: torch.Tensor, max_new_
                         min_new_tokens: int = 0) -> torch.Tensor:
     """Greedy continuation of ``input_ids`` (batch x prompt, on CPU): the new token ids only, on CPU.
 
-    ``min_new_tokens`` (forcing a length past end-of-sequence) is honoured by ``generate`` only; a runtime's
-    ``generate_greedy`` may stop earlier, which callers that need a fixed length check."""
+    ``min_new_tokens`` (forcing a length past end-of-sequence) is honoured by ``generate`` and by a runtime's
+    ``generate_greedy`` that takes it (CTranslate2); another may stop earlier, which callers that need a fixed
+    length check."""
     if hasattr(run, "generate_greedy"):
+        if min_new_tokens and "min_new_tokens" in inspect.signature(run.generate_greedy).parameters:
+            return run.generate_greedy({"input_ids": input_ids}, max_new_tokens, min_new_tokens=min_new_tokens).cpu()
         return run.generate_greedy({"input_ids": input_ids}, max_new_tokens).cpu()
     model = bundle.module
     if model is None or not hasattr(model, "generate"):
