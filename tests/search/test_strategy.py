@@ -215,3 +215,25 @@ class TimedEvaluator(FakeEvaluator):
     def evaluate(self, chain, rung):
         self.clock.t += 10.0 if rung.name == SCREEN else 100.0
         return super().evaluate(chain, rung)
+
+
+def test_each_export_alone_is_tried_first_and_not_again_on_resume(tmp_path):
+    space = Candidates(("quant", "prune", "noisy"), (), ("export", "other"), float_keeping=frozenset({"prune"}))
+
+    class Any:
+        def __init__(self):
+            self.chains = []
+
+        def evaluate(self, chain, rung):
+            if chain != "original" and rung.name == SCREEN:
+                self.chains.append(chain)
+            return TrialResult("ok", {"cpu_ms": 10.0 - len(self.chains) % 7, "size_mb": 1.0},
+                               Scores.of(ORIGINAL))
+
+    first = Any()
+    state = tmp_path / "s.json"
+    Search(space, first, settings(trials=2), state).run()
+    assert first.chains == ["export", "other"]
+    again = Any()
+    Search(space, again, settings(trials=6), state).run()  # resumed: the exports alone are not tried again
+    assert again.chains and not {"export", "other"} & set(again.chains)

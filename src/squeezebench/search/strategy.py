@@ -1,4 +1,5 @@
-"""The search loop: a sampler (Optuna TPE for one objective, NSGA-II for several) proposes chains; every proposal is
+"""The search loop: a sampler (Optuna TPE for one objective, NSGA-II for several) proposes chains, after each export or
+runtime alone has been tried (enqueued first); every proposal is
 first measured on the screening rung (a subset of the examples, short timing); only a plausible one (its paired
 interval reaches below the tolerance) that ranks in the best 1/eta of the screened so far (asynchronous successive
 halving) is promoted to the full protocol, where "within tolerance" is decided by the whole paired interval."""
@@ -189,6 +190,16 @@ class Search:
         cut = ranked[max(1, math.ceil(len(ranked) / self.settings.eta)) - 1]
         return s.objectives[objs[0]] <= cut
 
+    def _enqueue_exports_alone(self, study) -> None:
+        """Each export or runtime alone is tried first (not yet tried ones, on a resumed search): they are the
+        cheapest chains and the usual winners, and the sampler then knows them before it composes chains; with a
+        dozen exports and a dozen transforms, random start-up proposals would rarely pick one alone."""
+        c = self.candidates
+        tried = {t.params.get("export") for t in self.state.trials if t.params.get("transform0") == NONE}
+        for name in c.exports:
+            if name not in tried:
+                study.enqueue_trial({"transform0": NONE, "export": name}, skip_if_exists=True)
+
     # --- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> Outcome:
         self._t0 = self.clock()
@@ -204,6 +215,7 @@ class Search:
             self._finish(trial)
             study.add_trial(self._frozen(trial))
         seen = {t.chain: t for t in self.state.trials}
+        self._enqueue_exports_alone(study)
         sampler, repeats = study.sampler, 0
         while len(self.state.trials) < st.max_trials and self._left() > 0:
             # a sampler that keeps proposing what was measured (TPE on a small categorical space) gets one random
