@@ -57,7 +57,7 @@ def test_every_proposed_chain_is_one_run_accepts(tmp_path):
 
 def test_only_float_keeping_transforms_open_the_way_to_exports():
     c = build_candidates(_all_apply(), max_transforms=2)
-    assert {"prune-structured", "cluster-kmeans", "distill"} <= c.float_keeping
-    assert not {"int8-dynamic", "fp16", "gptq"} & c.float_keeping
+    assert {"prune-structured", "distill", "student"} <= c.float_keeping
+    assert not {"int8-dynamic", "fp16", "gptq", "cluster-kmeans", "prune-unstructured"} & c.float_keeping
     assert c.last_links([]) == c.exports == c.last_links(["prune-structured", "distill"])
     assert c.last_links(["int8-dynamic"]) == ("torch-compile",) == c.last_links(["prune-structured", "fp16"])

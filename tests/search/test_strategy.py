@@ -233,7 +233,29 @@ def test_each_export_alone_is_tried_first_and_not_again_on_resume(tmp_path):
     first = Any()
     state = tmp_path / "s.json"
     Search(space, first, settings(trials=2), state).run()
-    assert first.chains == ["export", "other"]
+    assert first.chains == ["export", "other"]  # (fake methods: their parameters are the sampler's)
     again = Any()
     Search(space, again, settings(trials=6), state).run()  # resumed: the exports alone are not tried again
     assert again.chains and not {"export", "other"} & set(again.chains)
+
+
+def test_exports_alone_start_at_their_defaults(tmp_path):
+    from squeezebench.search.candidates import build_candidates
+    from tests.search.test_candidates import _all_apply
+
+    space = build_candidates(_all_apply(), include=["openvino-int8", "onnx"], max_transforms=1)
+    seen = []
+
+    class Recording:
+        def evaluate(self, chain, rung):
+            if chain != "original" and rung.name == SCREEN:
+                seen.append(chain)
+            return TrialResult("ok", {"cpu_ms": 5.0, "size_mb": 1.0}, Scores.of(ORIGINAL))
+
+    Search(space, Recording(), settings(trials=2), tmp_path / "s.json").run()
+    from squeezebench.methods import METHODS, parse_chain
+
+    assert sorted(c.split(":")[0] for c in seen) == ["onnx", "openvino-int8"]
+    for chain in seen:
+        config = parse_chain(chain)[0]
+        assert config == METHODS.get(config.name).config_cls(), chain  # every searched parameter at its default

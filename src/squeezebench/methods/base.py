@@ -184,8 +184,9 @@ class Method:
     check(config, ctx) -> None or a reason why this method does not apply (recorded as skipped).
     needs_original: the transform reads ``ctx.original`` (the model before the chain, e.g. a distillation
         teacher); such a method cannot be a chain's first link.
-    keeps_float: the transform leaves float32 weights that any later link can work on (pruning, clustering,
-        distillation); a quantizing transform does not, so it can only be followed by a runtime choice (search).
+    keeps_float: the transform leaves plain float32 nn.Linear/Conv weights that any later link can work on
+        (structured pruning, distillation, student); a quantizer does not, nor do clustering and unstructured
+        pruning (packed or CSR modules replace the layers), so the search follows them by a runtime choice only.
     export(module, config, ctx, directory) -> ExportResult: for methods that hand the model to another
         runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain. ``module`` is the task's
         wrapped module (``ctx.task.wrap(ctx.bundle)``: forward(**inputs) -> one tensor) and the export

@@ -197,8 +197,24 @@ class Search:
         c = self.candidates
         tried = {t.params.get("export") for t in self.state.trials if t.params.get("transform0") == NONE}
         for name in c.exports:
-            if name not in tried:
-                study.enqueue_trial({"transform0": NONE, "export": name}, skip_if_exists=True)
+            if name not in tried:  # at its defaults: what a team would try first
+                defaults = {f"{name}.{p.name}": v for p, v in self._defaults(name)}
+                study.enqueue_trial({"transform0": NONE, "export": name, **defaults}, skip_if_exists=True)
+
+    def _defaults(self, method: str) -> list[tuple[Param, Any]]:
+        """The searched parameters of ``method`` at their config's defaults (those inside the searched range)."""
+        from squeezebench.methods import METHODS
+
+        try:
+            config = METHODS.get(method).config_cls()
+        except (SqueezebenchError, TypeError, ValueError):  # a fake or a config without defaults: sampled
+            return []
+        out = []
+        for p in self.candidates.params.get(method, ()):
+            v = getattr(config, p.name, None)
+            if p.kind == "choice" and v in p.choices or p.kind != "choice" and v is not None and p.low <= v <= p.high:
+                out.append((p, v))
+        return out
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> Outcome:
