@@ -137,3 +137,26 @@ def test_a_model_that_is_not_a_causal_lm_keeps_the_stateless_graph(llama, tiny_b
     task = TASKS.get("sentence-embedding")
     assert stateful_lm_module(task.wrap(load_model(source_of(str(tiny_bert_dir)), task))) is None
     assert stateful_lm_module(GENERATION.wrap(llama)) is llama.module
+
+
+def test_runner_times_answers_and_decode_speed_on_the_stateful_lm(tmp_path, tiny_llama_dir):
+    from squeezebench.runner import RunConfig, Runner
+    from squeezebench.tasks.data import DatasetOptions
+    from tests.conftest import fast_protocol
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"The council met on day {i} and approved the new budget plan.",
+                                        "target": f"Budget approved on day {i}"}) + "\n" for i in range(4)))
+    config = RunConfig(models=[str(tiny_llama_dir)], task="text-generation", methods=["original", "openvino-int4"],
+                       dataset=f"jsonl:{data}", dataset_options=DatasetOptions(target_column="target"), protocol=fast_protocol(threads=1, limit=3, work_examples=2),
+                       out=tmp_path / "results", team="t")
+    recs = {r.method: r.dump() for r in Runner(config).run()}
+    assert recs["original"]["status"] == "ok", {k: v for k, v in recs["original"].items() if k in ("error", "notes")}
+    q4 = recs["openvino-int4"]
+    assert q4["status"] == "ok", {k: v for k, v in q4.items() if k in ("error", "notes")}
+    path = "OpenVINO GenAI" if openvino_lm.genai_missing() is None else "InferRequest loop"
+    assert q4["runtime"]["generation"].startswith(path) and q4["runtime"]["threads"] == 1
+    assert q4["latency"]["unit_of_work"]["label"] == "per answer"
+    gen = q4["generation"]
+    assert gen["decode_tokens_per_s"]["value"] > 0 and "openvino generate_greedy" in gen["protocol"]["gen_decoding"]
+    assert [Path(f).name for f in q4["build"]["size"]["weight_files"]] == ["openvino_model.bin"]
