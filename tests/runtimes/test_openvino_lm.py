@@ -19,25 +19,16 @@ from squeezebench.runtimes import load_artifact, openvino_lm  # noqa: E402
 from squeezebench.runtimes.base import write_export_manifest  # noqa: E402
 from squeezebench.tasks import TASKS  # noqa: E402
 from squeezebench.tasks.generation_common import generate_new_tokens  # noqa: E402
+from tests.helpers_models import varied  # noqa: E402
 
 GENERATION, CAUSAL = TASKS.get("text-generation"), TASKS.get("causal-lm")
 needs_genai = pytest.mark.skipif(openvino_lm.genai_missing() is not None, reason=str(openvino_lm.genai_missing()))
 
 
-def _varied(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Larger random weights, so greedy decoding picks varied tokens (std 0.02 repeats one token)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
-                m.weight.normal_(0, 0.3)
-    return module.eval()
-
-
 @pytest.fixture(scope="module")
 def llama(tiny_llama_dir):
     bundle = load_model(source_of(str(tiny_llama_dir)), GENERATION)
-    _varied(bundle.module)
+    varied(bundle.module)
     return bundle
 
 
