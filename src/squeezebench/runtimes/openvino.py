@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 XML_FILE = "model.xml"
 BIN_FILE = "model.bin"
 COMPUTE_LAYERS = ("FullyConnected", "Convolution", "GroupConvolution", "Deconvolution", "MatMul", "ScaledDotProductAttention")
-INSTALL_HINT = "pip install 'squeezebench[openvino]' (openvino and nncf)"
+INSTALL_HINT = "pip install 'squeezebench[openvino]' (openvino, nncf, openvino-genai)"
 
 
 class OpenVinoEntry(GraphsEntry):
