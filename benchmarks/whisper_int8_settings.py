@@ -48,19 +48,38 @@ def main() -> int:
     dataset = load_dataset(args.dataset, DatasetOptions(), task.examples_from_rows).subset(args.limit, args.seed)
     protocol = Protocol(threads=1)
 
+    def quantize(source: Path, target: Path, exclude: list[str], kwargs: dict) -> None:
+        if not kwargs.get("weight_only"):
+            quantize_dynamic(source, target, nodes_to_exclude=exclude, **kwargs)
+            return
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        options = {k: v for k, v in kwargs.items() if k != "weight_only"}
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), nodes_to_exclude=exclude, **options)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+
     def logits_nodes(path: Path) -> list[str]:
         return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if "logits" in n.output]
 
     s8 = {"weight_type": QuantType.QInt8, "per_channel": True}
-    settings = {  # name -> (quantize_dynamic kwargs, keep the logits projection float, graphs left float)
+    wo8 = {"weight_only": True, "bits": 8, "block_size": 32, "is_symmetric": True}
+    settings = {  # name -> (quantizer kwargs, keep the logits projection float, graphs left float)
+        "fp32 graphs, not quantised (control)": ({}, False, GRAPHS),
+        "int8 weight-only (MatMulNBits b32, fp32 math)": ({**wo8, "accuracy_level": 1}, False, ()),
+        "int8 weight-only (MatMulNBits b32, int8 math)": ({**wo8, "accuracy_level": 4}, False, ()),
         "int8 per channel, 7-bit (default)": ({**s8, "reduce_range": True}, False, ()),
         "  + logits projection float": ({**s8, "reduce_range": True}, True, ()),
         "int8 per channel, 8-bit": ({**s8, "reduce_range": False}, False, ()),
         "uint8 per channel (u8u8)": ({"weight_type": QuantType.QUInt8, "per_channel": True}, False, ()),
         "7-bit, encoder only (decoders float)": ({**s8, "reduce_range": True}, False, GRAPHS[1:]),
     }
+    from squeezebench.hardware.cpu import cpu_flags, cpu_model, ort_int8_kernel
+
+    flags = [f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")]
     print(f"{src.parent.name} {args.dataset} ({args.limit} utterances, seed {args.seed}); reference: the original's "
-          "transcripts; 1 thread")
+          f"transcripts; 1 thread; {cpu_model()} ({', '.join(flags)}; ORT int8 kernel: "
+          f"{ort_int8_kernel({'reduce_range': False})})")
     with tempfile.TemporaryDirectory(prefix="sb-whisper-int8-") as tmp:
         for i, (name, (kwargs, keep_logits, float_graphs)) in enumerate(settings.items()):
             folder = Path(tmp) / f"v{i}"
@@ -68,8 +87,7 @@ def main() -> int:
             for graph in GRAPHS:
                 if graph not in float_graphs:
                     exclude = logits_nodes(src / f"{graph}.onnx") if keep_logits and graph != "encoder" else []
-                    quantize_dynamic(src / f"{graph}.onnx", folder / f"{graph}.onnx", nodes_to_exclude=exclude,
-                                     **kwargs)
+                    quantize(src / f"{graph}.onnx", folder / f"{graph}.onnx", exclude, kwargs)
             bundle, executable = load_artifact(folder, task, "cpu", 1)
             m = task.evaluate(executable, bundle, task.prepare(dataset, bundle, protocol), protocol,
                               {"transcripts": reference}).metrics

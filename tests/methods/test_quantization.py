@@ -54,7 +54,7 @@ def _apply(spec, tiny_bert_dir, tmp_path):
             "size": files[0].stat().st_size, "model": model, "notes": ctx.notes}
 
 
-@pytest.mark.parametrize("spec", ["int8-dynamic", "int8-dynamic:per_channel=false,embeddings=true",
+@pytest.mark.parametrize("spec", ["int8-dynamic", "int8-dynamic:per_channel=false,embeddings=true,float_down_projections=false",
                                   "int8-static:calibration_samples=4", "int8-static:embeddings=true,calibration_samples=3"])
 def test_int8_round_trips_and_stays_close(spec, tiny_bert_dir, tmp_path):
     from torch.ao.nn.quantized import Linear as StaticLinear
@@ -67,8 +67,14 @@ def test_int8_round_trips_and_stays_close(spec, tiny_bert_dir, tmp_path):
     assert 0 < rel < 0.1
     kind = DynamicLinear if spec.startswith("int8-dynamic") else StaticLinear
     n = sum(isinstance(m, kind) for m in r["model"].modules())
-    assert n == r["facts"]["quantized_linear_layers"] == 2 * 6 + 1  # 6 per layer + pooler
-    assert not any(type(m) is nn.Linear for m in r["model"].modules())
+    float_names = sorted(name for name, m in r["model"].named_modules() if type(m) is nn.Linear)
+    if spec == "int8-dynamic":  # the feed-forward down projections (intermediate -> hidden) stay fp32 by default
+        assert float_names == ["encoder.layer.0.output.dense", "encoder.layer.1.output.dense"]
+        assert n == r["facts"]["quantized_linear_layers"] == 2 * 5 + 1
+        assert r["facts"]["float_linear_layers"] == 2
+    else:
+        assert n == r["facts"]["quantized_linear_layers"] == 2 * 6 + 1  # 6 per layer + pooler
+        assert float_names == []
     assert r["facts"]["in_memory_compressed"] is True
     embedded = "embeddings=true" in spec
     assert isinstance(r["model"].embeddings.word_embeddings, QuantizedEmbedding) == embedded

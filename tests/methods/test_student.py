@@ -387,3 +387,26 @@ def test_sentence_embedding_student_gets_closer_in_cosine(tmp_path):
 
     before, after = distance(init), distance(ctx.bundle.module)
     assert before > 0.1 and after < 0.5 * before, (before, after)  # measured: 0.72 -> 0.04
+
+
+def test_whisper_students_train_on_the_teachers_transcripts_not_the_references():
+    task = TASKS.get("speech-recognition")
+    teacher = _whisper(2).eval()
+    g = torch.Generator().manual_seed(3)
+    inputs = [{"input_features": torch.randn(1, 16, 20, generator=g),
+               "decoder_input_ids": torch.randint(3, 96, (1, 8), generator=g)} for _ in range(3)]
+    labelled, note = task.pseudo_labelled(teacher, ModelBundle(module=teacher, source={}), inputs)
+    assert "3 training utterances" in note
+    for item, new in zip(inputs, labelled):
+        assert torch.equal(new["input_features"], item["input_features"])
+        assert new["decoder_input_ids"].shape == item["decoder_input_ids"].shape
+        with torch.no_grad():
+            said = teacher.generate(input_features=item["input_features"], max_new_tokens=4, do_sample=False)[0]
+        assert new["decoder_input_ids"][0, :len(said)].tolist() == said[:8].tolist()
+    ctx = _ctx(_whisper(4), task, inputs[:2], inputs[2:])
+    apply_chain(ctx.bundle, parse_chain("student:decoder_layers=2,steps=2,batch_size=1"), ctx, None)
+    assert "pseudo-labels" in ctx.facts["student"]["pseudo_labels"] and any("pseudo-labels" in n for n in ctx.notes)
+    refs = _ctx(_whisper(4), task, inputs[:2], inputs[2:])
+    apply_chain(refs.bundle, parse_chain("student:decoder_layers=2,steps=2,batch_size=1,pseudo_labels=false"), refs,
+                None)
+    assert "pseudo_labels" not in refs.facts["student"]

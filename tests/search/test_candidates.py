@@ -48,3 +48,16 @@ def test_every_proposed_chain_is_one_run_accepts(tmp_path):
                         eta=3, seed=1)
     Search(c, Accepting(), settings, tmp_path / "s.json").run()
     assert len(set(chains)) == 25 and any("+" in ch for ch in chains)  # promoted ones are measured twice
+    for chain in chains:  # nothing follows a quantizer but a runtime choice (an export converts float weights)
+        links = [link.split(":")[0] for link in chain.split("+")]
+        for i, name in enumerate(links[:-1]):
+            if not METHODS.get(name).keeps_float:
+                assert i == len(links) - 2 and METHODS.get(links[-1]).kind == "runtime", chain
+
+
+def test_only_float_keeping_transforms_open_the_way_to_exports():
+    c = build_candidates(_all_apply(), max_transforms=2)
+    assert {"prune-structured", "cluster-kmeans", "distill"} <= c.float_keeping
+    assert not {"int8-dynamic", "fp16", "gptq"} & c.float_keeping
+    assert c.last_links([]) == c.exports == c.last_links(["prune-structured", "distill"])
+    assert c.last_links(["int8-dynamic"]) == ("torch-compile",) == c.last_links(["prune-structured", "fp16"])

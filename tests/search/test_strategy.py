@@ -64,7 +64,8 @@ class FakeEvaluator:
         return TrialResult("ok", {"cpu_ms": ms, "size_mb": mb}, Scores.of(correct[:n]), [f"{chain}@{rung.name}"])
 
 
-CANDIDATES = Candidates(transforms=("quant", "prune", "noisy"), followers=(), exports=("export",))
+CANDIDATES = Candidates(transforms=("quant", "prune", "noisy"), followers=(), exports=("export",),
+                        float_keeping=frozenset({"quant", "prune", "noisy"}))  # (fake links: any may precede "export")
 
 
 def settings(objectives=("cpu_ms",), tolerance="1pt", budget=3600.0, trials=7) -> Settings:

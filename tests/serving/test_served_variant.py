@@ -55,3 +55,14 @@ def test_a_measured_variant_is_served_from_its_artifact(tmp_path, tiny_bert_dir,
     assert "| Serving QPS at p99 bound |" in text.splitlines()[0]
     fp16_row = next(line for line in text.splitlines() if "| fp16 |" in line)
     assert "| 19.5 | 42.0 ≤ 100 | server CPU, no batching, 1 threads: VALID |" in fp16_row
+
+    # a second test (with batching) is shown; the first one stays in the record's history, nothing is lost
+    from squeezebench.measures.serving import serving_history
+
+    batched = Serving(scenario="server", p99_bound_ms=100.0, target_qps=30.0, p99_ms=60.0, meets_bound=True,
+                      achieved_qps=29.0, server_threads=1, verdict="VALID", max_batch=8, batch_window_ms=5.0)
+    attach(out, find_record(out, "fp16"), batched)
+    tests = serving_history(find_record(out, "fp16"))
+    assert [(t.max_batch, t.achieved_qps) for t in tests] == [(1, 19.5), (8, 29.0)]
+    fp16_row = next(line for line in table([out], extra_columns=True).splitlines() if "| fp16 |" in line)
+    assert "| 29.0 | 60.0 ≤ 100 | server CPU, batch ≤ 8 / 5 ms, 1 threads: VALID |" in fp16_row

@@ -79,6 +79,25 @@ class Serving(Section):
         return None
 
 
+class ServingHistory(Section):
+    """The load tests a record had before its latest one (``serving`` holds the latest), oldest first: a second test
+    of the same variant (e.g. with dynamic batching) never replaces the first one's result."""
+
+    tests: list[Serving] = Field(default_factory=list)
+
+
+SERVING_HISTORY = "serving_history"
+
+
+def serving_history(record: Optional[Record]) -> list[Serving]:
+    """Every load test of the record, oldest first, the latest (the ``serving`` section) last."""
+    if record is None:
+        return []
+    history = record.section(SERVING_HISTORY, ServingHistory)
+    latest = record.section("serving", Serving)
+    return (history.tests if history is not None else []) + ([latest] if latest is not None else [])
+
+
 def serving_of(record: Optional[Record]) -> Optional[Serving]:
     return SERVING.read(record) if record is not None and record.ok else None
 

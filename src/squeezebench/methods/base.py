@@ -184,6 +184,8 @@ class Method:
     check(config, ctx) -> None or a reason why this method does not apply (recorded as skipped).
     needs_original: the transform reads ``ctx.original`` (the model before the chain, e.g. a distillation
         teacher); such a method cannot be a chain's first link.
+    keeps_float: the transform leaves float32 weights that any later link can work on (pruning, clustering,
+        distillation); a quantizing transform does not, so it can only be followed by a runtime choice (search).
     export(module, config, ctx, directory) -> ExportResult: for methods that hand the model to another
         runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain. ``module`` is the task's
         wrapped module (``ctx.task.wrap(ctx.bundle)``: forward(**inputs) -> one tensor) and the export
@@ -205,6 +207,7 @@ class Method:
     model_types: str = "any"
     needs_calibration: bool = False
     needs_original: bool = False
+    keeps_float: bool = False
     runtime: str = "pytorch"
     kind: str = "transform"
 
@@ -232,6 +235,7 @@ def register_method(
     model_types: str = "any",
     needs_calibration: bool = False,
     needs_original: bool = False,
+    keeps_float: bool = False,
 ):
     """Decorator registering a transform function for ``config_cls``."""
 
@@ -240,7 +244,7 @@ def register_method(
             config_cls.name,
             Method(config_cls.name, config_cls, summary, transform=fn, restore=restore, check=check,
                    devices=devices, model_types=model_types, needs_calibration=needs_calibration,
-                   needs_original=needs_original),
+                   needs_original=needs_original, keeps_float=keeps_float),
         )
         if restore is not None:  # how the PyTorch runtime replays this link on a fresh skeleton
             RESTORES.register(config_cls.name, StructureRestore(config_cls, restore))

@@ -118,4 +118,4 @@ def _restore(module, config, facts):
 
 
 register_method(KMeansConfig, "per-layer k-means weight sharing: packed indices + small codebook "
-                "(dense at inference)", restore=_restore)(_cluster)
+                "(dense at inference)", restore=_restore, keeps_float=True)(_cluster)

@@ -331,4 +331,4 @@ def _restore_structured(module: nn.Module, config, facts) -> nn.Module:
 
 register_method(StructuredConfig, "remove attention heads + FFN neurons (transformers) or conv channels (CNNs): "
                 "a smaller dense model", restore=_restore_structured, check=_check_structured,
-                needs_calibration=True)(_prune_structured)
+                needs_calibration=True, keeps_float=True)(_prune_structured)

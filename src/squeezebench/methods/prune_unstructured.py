@@ -133,4 +133,4 @@ def _restore_unstructured(module, config, facts):
 
 register_method(UnstructuredConfig, "magnitude pruning of Linear/Conv weights, saved as bitmask/CSR + values "
                 "(dense at inference; sparse CSR matmul at >= 90 % sparsity)",
-                restore=_restore_unstructured)(_prune_unstructured)
+                restore=_restore_unstructured, keeps_float=True)(_prune_unstructured)

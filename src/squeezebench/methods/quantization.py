@@ -1,7 +1,13 @@
 """int8-dynamic and int8-static: PyTorch's own int8 Linear kernels (fbgemm / x86 backend) on CPU.
 
-int8-dynamic: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``: int8 weights (per output channel by
-default), activations quantized to 8 bits per call from their observed range; int8 x int8 matmuls.
+int8-dynamic: ``torch.ao.quantization.quantize_dynamic`` on the ``nn.Linear`` layers: int8 weights (per output channel
+by default), activations quantized per call from their observed range; int8 x int8 matmuls. PyTorch's x86/fbgemm
+dynamic Linear always quantizes activations to 7 bits (``reduce_range=True``, so that AVX2 kernels without VNNI cannot
+saturate), which is too coarse for the inputs of the feed-forward down projections (after GELU/SiLU they carry
+outliers): by default those layers, recognised as Linear layers whose input is wider than their output (BERT's
+``output.dense``, Whisper's ``fc2``, Llama's ``down_proj``; tiny classification heads too), stay fp32. Measured on
+all-MiniLM-L6-v2 (32 BBC articles x 128 tokens): embedding cosine to fp32 0.983 with every Linear int8, 0.9925 with the
+down projections float (min 0.990); ``float_down_projections=false`` quantizes them all.
 
 int8-static: post-training static quantization of each ``nn.Linear`` in eager mode. Every Linear is wrapped as
 quantize -> quantized Linear -> dequantize (``torch.ao.quantization.QuantWrapper``); the input and output ranges are
@@ -80,11 +86,19 @@ def _quantize_embedding(model: nn.Module, empty: bool) -> bool:
 @dataclass(frozen=True)
 class Int8DynamicConfig(MethodConfig):
     """per_channel: one weight scale per output row (else one per tensor, PyTorch's default).
-    embeddings: also store the input embedding table as int8 (dequantized rows at lookup)."""
+    embeddings: also store the input embedding table as int8 (dequantized rows at lookup).
+    float_down_projections: keep Linear layers whose input is wider than their output in fp32 (see the module doc)."""
 
     name: ClassVar[str] = "int8-dynamic"
     per_channel: bool = True
     embeddings: bool = False
+    float_down_projections: bool = True
+
+
+def dynamic_int8_layers(model: nn.Module, config: Int8DynamicConfig) -> list[str]:
+    """Names of the Linear layers int8-dynamic quantizes: all of them, or all but the down projections."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)
+            and not (config.float_down_projections and m.in_features > m.out_features)]
 
 
 def _dynamic(model: nn.Module, config: Int8DynamicConfig) -> nn.Module:
@@ -92,8 +106,9 @@ def _dynamic(model: nn.Module, config: Int8DynamicConfig) -> nn.Module:
 
     torch.backends.quantized.engine = _engine()
     qconfig = per_channel_dynamic_qconfig if config.per_channel else default_dynamic_qconfig
+    spec = {name: qconfig for name in dynamic_int8_layers(model, config)}
     with _quiet():
-        return quantize_dynamic(model, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True) or model
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True) or model
 
 
 def _count_dynamic(model: nn.Module) -> int:
@@ -115,9 +130,11 @@ def int8_dynamic(model: nn.Module, config: Int8DynamicConfig, ctx: MethodContext
     model = _dynamic(model, config)
     ctx.facts.update({
         "in_memory_compressed": True, "quantized_embedding": embedded, "quantized_linear_layers": _count_dynamic(model),
+        "float_linear_layers": sum(isinstance(m, nn.Linear) for m in model.modules()),
         "in_memory_format": (f"int8 Linear weights packed for {_engine()} "
-                             f"({'per channel' if config.per_channel else 'per tensor'}), int8 activations with "
-                             "ranges computed per call" + ("; int8 embedding table" if embedded else ""))})
+                             f"({'per channel' if config.per_channel else 'per tensor'}), 7-bit activations with "
+                             "ranges computed per call" + ("; down projections fp32" if config.float_down_projections
+                                                           else "") + ("; int8 embedding table" if embedded else ""))})
     return model
 
 

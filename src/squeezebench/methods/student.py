@@ -9,7 +9,8 @@ the teacher's. The teacher is the model as it comes in (a copy); training data a
 trained on: both fingerprints and the overlap removed are recorded. Loss (methods/lib/kd.py): temperature-scaled KL
 of the task's logits (1 − cosine for embeddings) plus the MSE of each student layer's output against the output of
 the last teacher layer it stands for (layer ``kept[i+1] − 1``, the last layer for the last one). Whisper's inputs
-are teacher-forced on the training utterances' transcripts (the task's calibration inputs). Training runs on the
+are teacher-forced on the teacher's own greedy transcripts of the training utterances (pseudo-labels, as
+distil-whisper; ``pseudo_labels=false``: the references). Training runs on the
 build's CUDA device when it has one (as gptq/awq), else the CPU; it is seeded and stops at ``steps`` or ``budget_s``,
 whichever comes first; the record keeps a short loss curve, and a row whose loss ended still high says so.
 
@@ -52,6 +53,7 @@ class StudentConfig(KDConfig):
     layers: Optional[int] = None
     decoder_layers: Optional[int] = None
     budget_s: float = 1800.0
+    pseudo_labels: bool = True  # generating tasks (Whisper): train on the teacher's outputs, not the references
 
 
 # --- which layers ------------------------------------------------------------------------------------------------
@@ -269,6 +271,12 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
     _check_first_link(module, ctx)
     inputs, data_facts = training_inputs(ctx, config.samples)
     teacher_module = copy.deepcopy(module).eval()
+    relabel = getattr(ctx.task, "pseudo_labelled", None)  # (a plug-in task may predate the hook)
+    if config.pseudo_labels and relabel is not None:
+        inputs, labelled = relabel(teacher_module, ctx.bundle, inputs)
+        if labelled:
+            ctx.notes.append(f"student: {labelled}")
+            data_facts["pseudo_labels"] = labelled
     shrink(module, stack, kept, n)
     home = next((p.device for p in module.parameters()), torch.device("cpu"))
     device = torch.device(work_device(ctx))  # the build's CUDA device when it has one, else the CPU
@@ -314,4 +322,4 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
 
 register_method(StudentConfig, "knowledge distillation into a smaller student built from the teacher's layers "
                 "(layers=N, or decoder_layers=N for encoder-decoder models)", restore=_restore, check=_check,
-                needs_calibration=True)(_student)
+                needs_calibration=True, keeps_float=True)(_student)

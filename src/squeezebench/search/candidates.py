@@ -1,6 +1,8 @@
 """The search space: the registered methods that apply to this model, task and device (their devices, then their
 ``check``, as ``squeezebench methods --model --task`` says), the ranges their configs declare (``bounds``, ``Literal``
-fields), and valid chain orders: up to ``max_transforms`` transforms, then at most one export or runtime choice, last."""
+fields), and valid chain orders: up to ``max_transforms`` transforms, then at most one export or runtime choice, last.
+A transform that does not keep float weights (a quantizer: ``Method.keeps_float`` false) ends the transforms, and only
+a runtime choice (which runs the PyTorch weights as they are) may follow it: an export converts float weights."""
 
 from __future__ import annotations
 
@@ -62,6 +64,16 @@ class Candidates:
     exports: tuple[str, ...]  # exports and runtime choices: a chain's last link
     params: dict[str, tuple[Param, ...]] = field(default_factory=dict)
     max_transforms: int = 1
+    float_keeping: frozenset = frozenset()  # transforms after which any link may follow (pruning, clustering, distill)
+    runtime_choices: tuple[str, ...] = ()  # the exports that only choose a runtime for the PyTorch weights
+
+    def keeps_float(self, links: list[str]) -> bool:
+        """Every link so far leaves float weights: another transform or an export may follow."""
+        return all(name in self.float_keeping for name in links)
+
+    def last_links(self, links: list[str]) -> tuple[str, ...]:
+        """What may end the chain after ``links``: any export after float-keeping links, else a runtime choice."""
+        return self.exports if self.keeps_float(links) else tuple(e for e in self.exports if e in self.runtime_choices)
 
     @property
     def empty(self) -> bool:
@@ -110,7 +122,10 @@ def build_candidates(reasons: dict[str, Optional[str]], include: Optional[list[s
             continue
         (exports if method.is_export else followers if method.needs_original else transforms).append(name)
         params[name] = params_of(method.config_cls)
-    return Candidates(tuple(transforms), tuple(followers), tuple(exports), params, max_transforms)
+    float_keeping = frozenset(n for n in transforms + followers if METHODS.get(n).keeps_float)
+    runtime_choices = tuple(n for n in exports if METHODS.get(n).kind == "runtime")
+    return Candidates(tuple(transforms), tuple(followers), tuple(exports), params, max_transforms, float_keeping,
+                      runtime_choices)
 
 
 def chain_text(links: list[tuple[str, dict[str, Any]]]) -> str:

@@ -148,10 +148,13 @@ class Search:
                                          user_attrs={"constraint": violation})
 
     def _suggest(self, trial) -> list[tuple[str, dict[str, Any]]]:
-        """A chain: up to max_transforms transforms (a follower such as distill only after one), then an export."""
+        """A chain: up to max_transforms transforms (a follower such as distill only after one; nothing but a runtime
+        choice after a quantizer), then an export."""
         c = self.candidates
         links: list[tuple[str, dict[str, Any]]] = []
         for i in range(c.max_transforms):
+            if not c.keeps_float([n for n, _ in links]):
+                break
             choices = (NONE,) + c.transforms + (c.followers if links else ())
             name = trial.suggest_categorical(f"transform{i}", choices)
             if name == NONE:
@@ -159,7 +162,10 @@ class Search:
             if any(n == name for n, _ in links):
                 continue
             links.append((name, self._values(trial, name)))
-        export = trial.suggest_categorical("export", (NONE,) + c.exports) if c.exports else NONE
+        last = c.last_links([n for n, _ in links])
+        # one distribution per set of choices (Optuna needs a fixed one per name)
+        export_name = "export" if last == c.exports else "runtime"
+        export = trial.suggest_categorical(export_name, (NONE,) + last) if last else NONE
         if export != NONE:
             links.append((export, self._values(trial, export)))
         return links

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from squeezebench.errors import SqueezebenchError
-from squeezebench.measures.serving import ONE_MACHINE, Serving, ServingStep
+from squeezebench.measures.serving import ONE_MACHINE, SERVING_HISTORY, Serving, ServingHistory, ServingStep
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +473,12 @@ def attach(results: Path, record, section: Serving) -> Path:
                 (record.key, record.method, record.device, record.finished)]
         if not same:
             raise SqueezebenchError(f"the record of {record.model.name} · {record.method} is no longer in {path}")
-        same[-1].set_section("serving", section)
+        target = same[-1]
+        earlier = target.section("serving", Serving)
+        if earlier is not None:  # kept: the latest test is shown, none is lost
+            history = target.section(SERVING_HISTORY, ServingHistory) or ServingHistory()
+            target.set_section(SERVING_HISTORY, ServingHistory(tests=history.tests + [earlier]))
+        target.set_section("serving", section)
         atomic_write_json(path, doc.dump())
     return path
 

@@ -200,6 +200,13 @@ class Task:
         """``n`` model input dicts for calibration, taken from the training part of the data."""
         raise NotImplementedError
 
+    def pseudo_labelled(self, teacher: torch.nn.Module, bundle, inputs: list[dict[str, torch.Tensor]],
+                        ) -> tuple[list[dict[str, torch.Tensor]], Optional[str]]:
+        """Training inputs for distilling a student of ``teacher``, with the teacher's own outputs as targets where
+        the task generates (a transcript, an answer) instead of the data's references, and a one-line note of what
+        was done (None: the inputs are used as they are)."""
+        return inputs, None
+
     def evaluate(self, run: Executable, bundle, data: Any, protocol: Protocol,
                  reference: Optional[dict[str, Any]]) -> EvalResult:
         raise NotImplementedError

@@ -30,6 +30,7 @@ from squeezebench.tasks.metrics import (CER, DECODER_MS, RTF, TRANSCRIPT_AGREEME
 MAX_NEW_TOKENS = 128  # greedy decoding limit per utterance (Whisper)
 CTC_SECONDS = 10.0  # fixed audio length of the CTC latency input
 CALIBRATION_TOKENS = 64  # teacher-forced decoder tokens per Whisper calibration input
+PROMPT_TOKENS = 4  # Whisper's longest forced prompt (start of transcript, language, task, no timestamps)
 ENCODER_TIMING_REPEATS = 3
 WORK_UTTERANCES = 8  # utterances the per-utterance inference time cycles through (--work-examples)
 
@@ -256,6 +257,28 @@ class SpeechRecognition(Task):
                 item = self._features(bundle, self._fixed_audio(bundle, ex["audio"], CTC_SECONDS), False)
             out.append(item)
         return out
+
+    def pseudo_labelled(self, teacher, bundle, inputs):
+        """Whisper: the teacher's greedy transcript of each training utterance replaces the reference as the
+        teacher-forced decoder input (distil-whisper trains on pseudo-labels, so the student learns what the teacher
+        says, not what it should have said); same prompt tokens, padded to the same length."""
+        if not inputs or "decoder_input_ids" not in inputs[0]:
+            return inputs, None
+        tok, cfg = getattr(bundle, "tokenizer", None), teacher.config
+        pad = next((p for p in (getattr(tok, "pad_token_id", None), cfg.pad_token_id, cfg.eos_token_id)
+                    if p is not None), 0)
+        out, changed = [], 0
+        with torch.no_grad():
+            for item in inputs:
+                n = item["decoder_input_ids"].shape[-1]
+                ids = teacher.generate(input_features=item["input_features"], max_new_tokens=max(1, n - PROMPT_TOKENS),
+                                       do_sample=False, num_beams=1)[0, :n].tolist()
+                ids = ids + [pad] * (n - len(ids))
+                label = torch.tensor([ids], dtype=torch.long)
+                changed += int(not torch.equal(label, item["decoder_input_ids"]))
+                out.append({**item, "decoder_input_ids": label})
+        return out, (f"pseudo-labels: the teacher's greedy transcripts of the {len(out)} training utterances "
+                     f"({changed} differ from the references) are the decoder's inputs")
 
     def _decoder_ids(self, bundle, text: str) -> torch.Tensor:
         tok = bundle.tokenizer
