@@ -152,3 +152,13 @@ def stall_chosen_build(pretrained: bool = True) -> ModelBundle:
             while not (where / "stall-release").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
     return tiny_cnn(pretrained)
+
+
+def varied(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Larger random weights, so greedy decoding picks varied tokens (std 0.02 repeats one token)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+                m.weight.normal_(0, 0.3)
+    return module.eval()

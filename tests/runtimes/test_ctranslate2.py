@@ -17,21 +17,12 @@ from squeezebench.runtimes.ctranslate2 import ct2_missing, executable_for
 from squeezebench.tasks import TASKS
 from squeezebench.tasks.data import load_dataset
 from tests.conftest import fast_protocol
+from tests.helpers_models import varied
 from tests.helpers_speech import librispeech_dir, tiny_whisper_dir
 
 pytestmark = pytest.mark.skipif(ct2_missing() is not None, reason=str(ct2_missing()))
 
 SPEECH, CAUSAL = TASKS.get("speech-recognition"), TASKS.get("causal-lm")
-
-
-def _varied(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Larger random weights, so greedy decoding picks varied tokens (std 0.02 repeats one token)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
-                m.weight.normal_(0, 0.3)
-    return module.eval()
 
 
 def _export(bundle, task, config, inputs: dict[str, torch.Tensor], directory: Path):
@@ -44,14 +35,14 @@ def _export(bundle, task, config, inputs: dict[str, torch.Tensor], directory: Pa
 @pytest.fixture(scope="module")
 def whisper(tmp_path_factory):
     bundle = load_model(source_of(str(tiny_whisper_dir(tmp_path_factory.mktemp("tiny-whisper")))), SPEECH)
-    _varied(bundle.module)
+    varied(bundle.module)
     return bundle
 
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama_dir):
     bundle = load_model(source_of(str(tiny_llama_dir)), CAUSAL)
-    _varied(bundle.module)
+    varied(bundle.module)
     return bundle
 
 

@@ -175,9 +175,10 @@ def test_openvino_int4_causal_lm_runs_int4_weights_and_stays_close(tmp_path, tin
     export, facts = build(tmp_path, bundle, task, "openvino-int4:group_size=32", calib)
     assert facts["in_memory_compressed"] is True
     _, exe = load_artifact(tmp_path, task, "cpu", 1)
-    assert any(" w=u4" in k or " w=i4" in k for k in exe.info["compute_layers"]), exe.info["compute_layers"]
     for length in (16, 9):  # the sequence axis stays dynamic
         x = {"input_ids": ids[:, :length]}
         got, ref = exe(x), _eager(task, bundle, x)
         assert got.shape == ref.shape
         assert _cosine(got[0], ref[0]).mean().item() > 0.9
+    # read from the compiled forward (compiled on first use when GenAI compiles its own copy for generation)
+    assert any(" w=u4" in k or " w=i4" in k for k in exe.info["compute_layers"]), exe.info["compute_layers"]

@@ -12,6 +12,7 @@ Pair: loaded by the ``openvino`` runtime (runtimes/openvino.py), told what it ne
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
@@ -24,9 +25,11 @@ from squeezebench.methods.base import (POSITIVE, ExportResult, MethodConfig, Met
                                       Range, calibration_count, register_export)
 from squeezebench.methods.export_onnx import check_inputs, compare_graph, graph_examples, graph_outputs
 from squeezebench.methods.lib.exports import example_inputs
+from squeezebench.methods.lib.openvino_lm import convert_stateful, stateful_lm_module, write_genai_folder
 from squeezebench.models.graphs import ExportGraphs, GraphSpec, export_graphs_of
 from squeezebench.runtimes.graphs import GraphFile
 from squeezebench.runtimes.openvino import BIN_FILE, INSTALL_HINT, XML_FILE, OpenVinoEntry
+from squeezebench.runtimes.openvino_lm import GENAI_DIR, MODEL_XML
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,34 @@ def _entry(model: Any, extra: dict[str, Any], precision: Optional[str] = None) -
                          openvino_inference_precision=precision, export=export)
 
 
+def export_stateful_lm(wrapped, ctx: MethodContext, directory: Path, compress, extra: dict[str, Any],
+                       precision: Optional[str] = None, fp16: bool = False) -> Optional[ExportResult]:
+    """A decoder-only LM as the stateful IR + tokenizer folder OpenVINO GenAI loads (methods/lib/openvino_lm.py),
+    ``compress(model)`` applied to it; None when ``wrapped`` is not an LM's next-token forward or the conversion
+    fails (then the caller writes the stateless graph and the run's notes say why)."""
+    import openvino as ov
+
+    module = stateful_lm_module(wrapped)
+    if module is None:
+        return None
+    prompt = example_inputs(ctx, module, 1, "an OpenVINO export")[0]["input_ids"][:1]
+    try:
+        model, facts = convert_stateful(module)
+        files, lm = write_genai_folder(model, module, getattr(ctx.bundle, "tokenizer", None), Path(directory),
+                                       compress, prompt, facts, fp16,
+                                       kv_cache_precision=precision)  # f32 compute: an f32 cache too
+    except SqueezebenchError as exc:
+        shutil.rmtree(Path(directory) / GENAI_DIR, ignore_errors=True)
+        log.warning("stateless OpenVINO graph instead of the stateful LM: %s", exc)
+        ctx.notes.append(f"OpenVINO: stateless graph (no KV cache): {exc}")
+        return None
+    ctx.notes.append("OpenVINO stateful LM (KV cache in the IR), generation on OpenVINO GenAI where installed")
+    return ExportResult("openvino", files, OpenVinoEntry(
+        openvino_xml=f"{GENAI_DIR}/{MODEL_XML}", openvino_version=ov.get_version(),
+        openvino_inference_precision=precision, stateful_lm=lm,
+        export={"converter": lm.converter, **extra}))
+
+
 @register_export(OpenVinoConfig, "OpenVINO IR (converted from PyTorch), run by the OpenVINO CPU plugin",
                  runtime="openvino", check=_check, devices=("cpu",))
 def export_openvino(wrapped, config: OpenVinoConfig, ctx: MethodContext, directory: Path) -> ExportResult:
@@ -118,11 +149,18 @@ def export_openvino(wrapped, config: OpenVinoConfig, ctx: MethodContext, directo
         # f32 compute: the plugin's default is bf16 on CPUs that have it, which changes greedy tokens
         return export_openvino_graphs(graphs, ctx, Path(directory), None, config.precision == "fp16",
                                       {"precision": config.precision}, precision="f32")
-    model = convert(wrapped, ctx)
-    files = _save(model, directory, compress_to_fp16=config.precision == "fp16")
+    result = export_stateful_lm(wrapped, ctx, Path(directory), None, {"precision": config.precision},
+                                precision="f32", fp16=config.precision == "fp16")
+    if result is not None:
+        files = result.weight_files
+    else:
+        model = convert(wrapped, ctx)
+        files = _save(model, directory, compress_to_fp16=config.precision == "fp16")
     ctx.facts.update(in_memory_compressed=False, in_memory_format=(
         "fp32" if config.precision == "fp32" else
         "fp16 weights in the IR, f32 compute; whether the CPU plugin keeps them as fp16 in RAM is not verified"))
+    if result is not None:
+        return result
     # f32 compute, as the variant's name says: the CPU plugin's default is bf16 on CPUs that have bf16 instructions
     return ExportResult("openvino", files, _entry(model, {"precision": config.precision}, precision="f32"))
 
@@ -186,19 +224,20 @@ def export_openvino_int8_weights(wrapped, config: OpenVinoInt8WeightsConfig, ctx
         except Exception as exc:  # noqa: BLE001
             raise SqueezebenchError(f"nncf.compress_weights failed: {str(exc).splitlines()[0]}") from None
 
+    extra = {"quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode}
     graphs = export_graphs_of(ctx.task, ctx.bundle)
     if graphs is not None:
-        result = export_openvino_graphs(graphs, ctx, Path(directory), compress, False, {
-            "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode})
+        result = export_openvino_graphs(graphs, ctx, Path(directory), compress, False, extra)
     else:
+        result = export_stateful_lm(wrapped, ctx, Path(directory), lambda m: compress(m, None, wrapped), extra)
+    if result is None:
         compressed = compress(convert(wrapped, ctx), None, wrapped)
         files = _save(compressed, directory)
     ctx.facts.update(in_memory_compressed=True, in_memory_format=(
         f"{config.mode} per-channel weights, decompressed inside f32 kernels; activations f32"))
-    if graphs is not None:
+    if result is not None:
         return result
-    return ExportResult("openvino", files, _entry(compressed, {
-        "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode}))
+    return ExportResult("openvino", files, _entry(compressed, extra))
 
 
 # --- several graphs (an encoder-decoder: the task's export_graphs hook) ------------------------------------
@@ -308,16 +347,21 @@ class OpenVinoInt4Config(MethodConfig):
 def export_openvino_int4(wrapped, config: OpenVinoInt4Config, ctx: MethodContext, directory: Path) -> ExportResult:
     import nncf
 
-    model = convert(wrapped, ctx)
     mode = nncf.CompressWeightsMode.INT4_SYM if config.mode == "int4_sym" else nncf.CompressWeightsMode.INT4_ASYM
-    try:
-        compressed = nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
-    except Exception as exc:  # noqa: BLE001
-        raise SqueezebenchError(f"nncf.compress_weights failed: {str(exc).splitlines()[0]}") from None
-    files = _save(compressed, directory)
+
+    def compress(model):
+        try:
+            return nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
+        except Exception as exc:  # noqa: BLE001
+            raise SqueezebenchError(f"nncf.compress_weights failed: {str(exc).splitlines()[0]}") from None
+
+    extra = {"quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode,
+             "group_size": config.group_size, "ratio": config.ratio}
+    result = export_stateful_lm(wrapped, ctx, Path(directory), compress, extra)
+    if result is None:
+        compressed = compress(convert(wrapped, ctx))
+        files = _save(compressed, directory)
     ctx.facts.update(in_memory_compressed=True, in_memory_format=(
         f"{config.mode} weights in groups of {config.group_size} ({config.ratio:.0%} of layers; the rest int8_asym), "
         "decompressed inside the CPU plugin's kernels; activations float"))
-    return ExportResult("openvino", files, _entry(compressed, {
-        "quantization": "nncf.compress_weights", "nncf_version": nncf.__version__, "mode": config.mode,
-        "group_size": config.group_size, "ratio": config.ratio}))
+    return result or ExportResult("openvino", files, _entry(compressed, extra))

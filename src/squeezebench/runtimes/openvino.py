@@ -20,24 +20,27 @@ import torch
 from squeezebench.errors import SqueezebenchError
 from squeezebench.runtimes.base import Executable, Runtime, bundle_for_runtime, register_runtime
 from squeezebench.runtimes.graphs import GraphsEntry, GraphsExecutable
+from squeezebench.runtimes.openvino_lm import StatefulLm, load_stateful_lm
 
 log = logging.getLogger(__name__)
 
 XML_FILE = "model.xml"
 BIN_FILE = "model.bin"
 COMPUTE_LAYERS = ("FullyConnected", "Convolution", "GroupConvolution", "Deconvolution", "MatMul", "ScaledDotProductAttention")
-INSTALL_HINT = "pip install 'squeezebench[openvino]' (openvino and nncf)"
+INSTALL_HINT = "pip install 'squeezebench[openvino]' (openvino, nncf, openvino-genai)"
 
 
 class OpenVinoEntry(GraphsEntry):
     """What an OpenVINO export tells this runtime: the IR's graph file (the entry graph's, for several) and the
     inference precision to compile with (None: the CPU plugin's choice, bf16 where the CPU has it); export and
-    openvino_version record how it was converted and compressed."""
+    openvino_version record how it was converted and compressed; stateful_lm: set when the IR is a decoder-only
+    LM with its KV cache inside (runtimes/openvino_lm.py: generation on OpenVINO GenAI)."""
 
     openvino_xml: str = XML_FILE
     openvino_version: Optional[str] = None
     openvino_inference_precision: Optional[str] = None
     export: dict[str, Any] = {}
+    stateful_lm: Optional[StatefulLm] = None
 
 
 def missing_openvino() -> Optional[str]:
@@ -125,6 +128,13 @@ def load_openvino(directory: Path, manifest: dict[str, Any], task, device: str, 
     config = {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "LATENCY"}
     if entry.openvino_inference_precision:  # e.g. f32: else the CPU plugin picks bf16 where it can
         config["INFERENCE_PRECISION_HINT"] = entry.openvino_inference_precision
+    if entry.stateful_lm is not None:
+        info = {"name": "openvino", "version": ov.get_version(), "device": "CPU", "threads": n_threads,
+                "config": config, "timed_call": "logits of every position (stateful IR, empty cache)",
+                "optimization": "OpenVINO CPU plugin graph compilation (default transformations)"}
+        executable = load_stateful_lm(Path(directory), entry.stateful_lm, config, info, compute_layer_precisions)
+        log.info("OpenVINO stateful LM %s: %s", xml, info)
+        return bundle_for_runtime(directory, manifest, task), executable
     core = ov.Core()
     if entry.multi_graph:
         graphs = {n: core.compile_model(str(Path(directory) / g.file), "CPU", config=config)
