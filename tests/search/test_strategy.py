@@ -259,3 +259,23 @@ def test_exports_alone_start_at_their_defaults(tmp_path):
     for chain in seen:
         config = parse_chain(chain)[0]
         assert config == METHODS.get(config.name).config_cls(), chain  # every searched parameter at its default
+
+
+def test_then_float_keeping_transforms_end_with_the_fastest_export(tmp_path):
+    space = Candidates(("quant", "prune"), ("fix",), ("slow", "fast"), float_keeping=frozenset({"prune", "fix"}),
+                       max_transforms=2)
+    speed = {"slow": 9.0, "fast": 3.0}
+
+    class BySpeed:
+        def __init__(self):
+            self.chains = []
+
+        def evaluate(self, chain, rung):
+            if chain != "original" and rung.name == SCREEN:
+                self.chains.append(chain)
+            return TrialResult("ok", {"cpu_ms": speed.get(chain.split("+")[-1], 5.0), "size_mb": 1.0},
+                               Scores.of(ORIGINAL))
+
+    ev = BySpeed()
+    Search(space, ev, settings(trials=4), tmp_path / "s.json").run()
+    assert ev.chains == ["slow", "fast", "prune+fast", "prune+fix+fast"]

@@ -1,5 +1,6 @@
-"""The search loop: a sampler (Optuna TPE for one objective, NSGA-II for several) proposes chains, after each export or
-runtime alone has been tried (enqueued first); every proposal is
+"""The search loop: a sampler (Optuna TPE for one objective, NSGA-II for several) proposes chains, after two enqueued
+stages: each export or runtime alone at its defaults, then each float-keeping transform (alone and with its recovery
+follower) ending with the export that screened fastest; every proposal is
 first measured on the screening rung (a subset of the examples, short timing); only a plausible one (its paired
 interval reaches below the tolerance) that ranks in the best 1/eta of the screened so far (asynchronous successive
 halving) is promoted to the full protocol, where "within tolerance" is decided by the whole paired interval."""
@@ -201,6 +202,39 @@ class Search:
                 defaults = {f"{name}.{p.name}": v for p, v in self._defaults(name)}
                 study.enqueue_trial({"transform0": NONE, "export": name, **defaults}, skip_if_exists=True)
 
+    def _alone(self) -> dict[str, Trial]:
+        """The trials of an export or runtime alone, by its name."""
+        return {t.params["export"]: t for t in self.state.trials
+                if t.params.get("transform0") == NONE and t.params.get("export") not in (None, NONE)}
+
+    def _exports_alone_done(self) -> bool:
+        alone = self._alone()
+        return all(name in alone and alone[name].status != "running" for name in self.candidates.exports)
+
+    def _enqueue_with_best_export(self, study) -> None:
+        """Second stage: each transform that keeps float layers (structured pruning, a student...) at its defaults,
+        alone and followed by its recovery (distill), ending with the export that screened fastest within reach of
+        the tolerance: the chains a team composes by hand, so the sampler starts from them rather than hoping to
+        draw them among thousands."""
+        c, objective = self.candidates, self.settings.objectives[0]
+        ranked = sorted((t.screen.objectives[objective], name) for name, t in self._alone().items()
+                        if t.screen is not None and t.screen.status == "ok" and t.screen.plausible)
+        if not ranked:
+            return
+        best = ranked[0][1]
+        ending = {"export": best, **{f"{best}.{p.name}": v for p, v in self._defaults(best)}}
+        for name in c.transforms:
+            if name not in c.float_keeping:
+                continue
+            first = {"transform0": name, **{f"{name}.{p.name}": v for p, v in self._defaults(name)}}
+            if c.max_transforms > 1:
+                study.enqueue_trial({**first, "transform1": NONE, **ending}, skip_if_exists=True)
+                for follower in c.followers:
+                    follow = {f"{follower}.{p.name}": v for p, v in self._defaults(follower)}
+                    study.enqueue_trial({**first, "transform1": follower, **follow, **ending}, skip_if_exists=True)
+            else:
+                study.enqueue_trial({**first, **ending}, skip_if_exists=True)
+
     def _defaults(self, method: str) -> list[tuple[Param, Any]]:
         """The searched parameters of ``method`` at their config's defaults (those inside the searched range)."""
         from squeezebench.methods import METHODS
@@ -232,8 +266,11 @@ class Search:
             study.add_trial(self._frozen(trial))
         seen = {t.chain: t for t in self.state.trials}
         self._enqueue_exports_alone(study)
-        sampler, repeats = study.sampler, 0
+        sampler, repeats, staged = study.sampler, 0, False
         while len(self.state.trials) < st.max_trials and self._left() > 0:
+            if not staged and self._exports_alone_done():
+                staged = True
+                self._enqueue_with_best_export(study)
             # a sampler that keeps proposing what was measured (TPE on a small categorical space) gets one random
             # proposal in between, so the space is explored before the search gives up on it
             study.sampler = _random(st.seed + len(study.trials)) if repeats >= REPEATS_BEFORE_RANDOM else sampler
