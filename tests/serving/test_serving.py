@@ -329,3 +329,11 @@ def test_find_peak_runs_offline_then_a_bounded_number_of_server_tests(topic_csv,
     passed = [s.target_qps for s in section.search if s.meets_bound]
     assert section.peak_qps == (max(passed) if passed else None)
     assert section.qps == section.peak_qps
+
+
+def test_a_low_rate_server_test_may_run_long_enough_for_its_minimum_query_count():
+    from squeezebench.serving.loadtest import server_hard_stop_ms
+
+    # 700 queries at 4.4 QPS take 159 s on average: a 90-s cap (3x a 30-s minimum) made such a test INVALID always
+    assert server_hard_stop_ms(700, 4.4) == int(1500 * 700 / 4.4) > 159_000
+    assert server_hard_stop_ms(500, 100.0) == 7500  # fast rates keep the 3x-minimum-duration cap (the larger one)

@@ -228,6 +228,12 @@ class TestResult:
         return reasons if self.verdict != "VALID" else []
 
 
+def server_hard_stop_ms(min_queries: int, target_qps: float) -> int:
+    """The hard stop of a Server test that still lets ``min_queries`` Poisson arrivals at ``target_qps`` happen
+    (1.5x their expected time)."""
+    return int(1500 * min_queries / max(target_qps, 1e-6))
+
+
 def run_test(client: Client, bodies: list[bytes], settings: LoadSettings, target_qps: Optional[float],
              log_dir: Path) -> TestResult:
     """One LoadGen test (Server at ``target_qps``, or Offline) against the service; its logs go to ``log_dir``."""
@@ -248,6 +254,8 @@ def run_test(client: Client, bodies: list[bytes], settings: LoadSettings, target
     ts.max_duration_ms = int(settings.duration_s * 3000)  # a hard stop, whatever the rate
     ts.min_query_count = settings.min_queries
     if settings.scenario == "server":
+        # ... long enough for the minimum query count at a low rate (else the test can never be VALID)
+        ts.max_duration_ms = max(ts.max_duration_ms, server_hard_stop_ms(settings.min_queries, float(target_qps)))
         ts.scenario = lg.TestScenario.Server
         ts.server_target_qps = float(target_qps)
         ts.server_target_latency_ns = int(settings.p99_bound_ms * 1e6)
