@@ -337,3 +337,47 @@ def test_a_low_rate_server_test_may_run_long_enough_for_its_minimum_query_count(
     # 700 queries at 4.4 QPS take 159 s on average: a 90-s cap (3x a 30-s minimum) made such a test INVALID always
     assert server_hard_stop_ms(700, 4.4) == int(1500 * 700 / 4.4) > 159_000
     assert server_hard_stop_ms(500, 100.0) == 7500  # fast rates keep the 3x-minimum-duration cap (the larger one)
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_an_unanswered_query():
+    """At a low rate a client thread idles past the server's keep-alive timeout; the server closes that connection
+    and the next request on it fails before any handler reads it (BrokenPipe or RemoteDisconnected). That is the
+    client's stale connection, not an unanswered query: it is sent again on a new one, and counted as answered."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from squeezebench.serving.loadtest import Client
+
+    handled = []
+
+    class ShortKeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 0.2  # the server drops a connection idle for longer
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            handled.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "3")
+            self.end_headers()
+            self.wfile.write(b"ok\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ShortKeepAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = Client("127.0.0.1", server.server_address[1], clients=1, timeout_s=5.0)
+    try:
+        answered = []
+        for _ in range(3):
+            done = threading.Event()
+            client.submit(b"{}", lambda ok: (answered.append(ok), done.set()))
+            assert done.wait(10)
+            time.sleep(0.6)  # idle past the server's keep-alive timeout: it has closed this thread's connection
+        assert answered == [True, True, True] and client.errors == 0, client.first_error
+        assert len(handled) == 3  # each query reached the handler exactly once
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 SUMMARY_FILE = "mlperf_log_summary.txt"
 DETAIL_FILE = "mlperf_log_detail.txt"
+# a kept-alive connection the server closed while it was idle: the request was not read, so it is sent again once
+STALE_CONNECTION_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)  # + RemoteDisconnected
+REOPEN_IDLE_S = 20.0  # below the service's keep-alive timeout (60 s, serving.server.Handler.timeout)
 
 
 def check_loopback(url: str, allow_remote: bool = False) -> tuple[str, int]:
@@ -92,22 +95,48 @@ class Client:
         self.errors = 0
         self.first_error: Optional[str] = None
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection and whether it has carried a request before. One idle for longer than
+        ``REOPEN_IDLE_S`` is replaced first: the server may be closing it right now."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and time.monotonic() - self._local.last_used > REOPEN_IDLE_S:
+            conn.close()
+            conn = None
         if conn is None:
             conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-        return conn
+            self._local.used = False
+        return conn, self._local.used
 
     def request(self, method: str, path: str, body: Optional[bytes] = None) -> tuple[int, bytes]:
-        conn = self._connection()
+        """One request; sent once more on a new connection when a kept-alive one turns out closed by the server
+        (as browsers and urllib3 do): at a low rate a client thread may idle past the server's keep-alive timeout,
+        and that request never reached a handler, so counting it as unanswered would blame the service."""
+        conn, reused = self._connection()
+        try:
+            return self._exchange(conn, method, path, body)
+        except STALE_CONNECTION_ERRORS as exc:
+            if not reused:
+                raise
+            log.debug("kept-alive connection closed by the server (%s); sending again on a new one", exc)
+            self._local.conn = None
+            conn, _ = self._connection()
+            return self._exchange(conn, method, path, body)
+
+    def _exchange(self, conn: http.client.HTTPConnection, method: str, path: str,
+                  body: Optional[bytes]) -> tuple[int, bytes]:
         try:
             conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
             response = conn.getresponse()
-            return response.status, response.read()
+            data = response.read()
         except (OSError, http.client.HTTPException):
             conn.close()
             self._local.conn = None
             raise
+        self._local.used, self._local.last_used = True, time.monotonic()
+        if response.will_close:
+            conn.close()
+            self._local.conn = None
+        return response.status, data
 
     def submit(self, body: bytes, done: Callable[[bool], None]) -> None:
         """Send one query in the pool; ``done(answered)`` is called exactly once."""
