@@ -77,6 +77,16 @@ def squeezebench_records(family: str, out: Path, threads: int, quick: bool, data
     return {r.method: r.dump() for r in records}
 
 
+def kept_records(folder: Path) -> dict[str, dict]:
+    """The newest kept record of each method under ``folder`` (what ``squeezebench_records`` returned then)."""
+    from squeezebench.results.store import iter_records
+
+    newest: dict[str, dict] = {}
+    for r in iter_records([folder]):  # oldest run first: a later record of a method replaces an earlier one
+        newest[r.method] = r.dump()
+    return newest
+
+
 def best_variant(records: dict[str, dict]) -> Optional[dict]:
     """The fastest ok variant other than the original (the task's unit of work, median)."""
     ok = [r for m, r in records.items() if m != "original" and r["status"] == "ok"]
@@ -256,7 +266,8 @@ def peer_smollm2(records: dict[str, dict], out: Path, threads: int, quick: bool)
     from squeezebench.models.sources import package_path
 
     source = Path(package_path(SMOLLM2_GGUF))
-    q4_0 = out / "smollm2" / "SmolLM2-135M-Instruct.Q4_0-from-Q4_1.gguf"
+    q4_0 = out / "smollm2" / "artifacts" / "SmolLM2-135M-Instruct.Q4_0-from-Q4_1.gguf"  # artifacts/: not in git
+    q4_0.parent.mkdir(parents=True, exist_ok=True)
     types = requantize_q4_0(source, q4_0)
     result = {"llama.cpp Q4_0 (the Q4_1 weights re-quantised, as openvino-int4 re-quantises them), own API":
               {**peer_llamacpp(q4_0, data, threads, work, repeats), "tensor_types": types},
@@ -283,7 +294,7 @@ def peer_minilm(records: dict[str, dict], out: Path, threads: int, quick: bool) 
     seq = rec["input_shapes"]["input_ids"][1]
     path = package_path(MINILM_DIR)
     tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-    work = out / "minilm" / "ort-by-hand"
+    work = out / "minilm" / "artifacts" / "ort-by-hand"  # artifacts/: not in git
     work.mkdir(parents=True, exist_ok=True)
     enc = tok(["x"], padding="max_length", max_length=seq, return_tensors="pt")
     args = (enc["input_ids"], enc["attention_mask"])
@@ -345,6 +356,19 @@ def peer_minilm(records: dict[str, dict], out: Path, threads: int, quick: bool) 
 
 
 # --- report --------------------------------------------------------------------------------------------------
+def shown(name: str, value: Optional[float]) -> str:
+    """``name value`` in the metric's registered display form (WER 0.069 -> "WER 6.90 %", as the table shows it)."""
+    import squeezebench.tasks  # noqa: F401  (registers the metrics)
+    from squeezebench.measures.quality import METRICS
+
+    alias = {"cosine_to_pytorch": "cosine_to_original"}.get(name, name)
+    form = METRICS.get(alias) if alias in METRICS else None
+    label = name if form is None or alias != name else form.title()
+    if value is None:
+        return f"{label} -"
+    return f"{label} {form.text(value) if form else f'{value:.4f}'}"
+
+
 def summarize(family: str, records: dict[str, dict], peers: dict[str, Any]) -> list[str]:
     """Lines: squeezebench's variants, then each peer with its ratio to squeezebench's best."""
     best = best_variant(records)
@@ -358,8 +382,8 @@ def summarize(family: str, records: dict[str, dict], peers: dict[str, Any]) -> l
             continue
         extra = f", decode {decode_rate(r):.1f} tok/s" if decode_rate(r) else ""
         q = metric(r, quality)
-        lines.append(f"  squeezebench {m:28s} {r['latency']['median']:9.1f} ms{extra}, {quality} "
-                     f"{'-' if q is None else f'{q:.4f}'}{'   <- best' if r is best else ''}")
+        lines.append(f"  squeezebench {m:28s} {r['latency']['median']:9.1f} ms{extra}, {shown(quality, q)}"
+                     f"{'   <- best' if r is best else ''}")
     base = best["latency"]["median"] if best else None
     for name, p in peers.items():
         if "status" in p:
@@ -369,7 +393,7 @@ def summarize(family: str, records: dict[str, dict], peers: dict[str, Any]) -> l
         ratio = f" = {ms / base:.2f}x squeezebench best's time" if base and ms else ""
         q = {k: p[k] for k in ("wer", "bleu", "chrf", "rouge_l", "cosine_to_pytorch") if k in p}
         extra = f", decode {p['decode_tokens_per_s']:.1f} tok/s" if "decode_tokens_per_s" in p else ""
-        lines.append(f"  peer {name}: {ms:.1f} ms{extra}{ratio}; " + ", ".join(f"{k} {v:.4f}" for k, v in q.items()))
+        lines.append(f"  peer {name}: {ms:.1f} ms{extra}{ratio}; " + ", ".join(shown(k, v) for k, v in q.items()))
     return lines
 
 
@@ -380,6 +404,8 @@ def main() -> int:
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     ap.add_argument("--librispeech", type=Path, default=LIBRISPEECH, help="LibriSpeech-layout folder")
     ap.add_argument("--quick", action="store_true", help="smoke test: few examples and iterations")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite OUT/peers.txt from OUT/peers.json and the kept records, measuring nothing")
     args = ap.parse_args()
     import torch
 
@@ -391,7 +417,16 @@ def main() -> int:
                               "families": {}}
     lines = [f"peers.py, {args.threads} thread(s), CPU {report['environment']['cpu']} "
              f"(flags {' '.join(report['environment']['cpu_flags'])}){' --quick' if args.quick else ''}"]
+    kept = json.loads((args.out / "peers.json").read_text()) if args.report_only else None
+    if kept:
+        report = kept
+        lines[0] = (f"peers.py, {kept['threads']} thread(s), CPU {kept['environment']['cpu']} "
+                    f"(flags {' '.join(kept['environment']['cpu_flags'])}){' --quick' if kept['quick'] else ''}")
     for family in args.families:
+        if kept:
+            records = kept_records(args.out / family)
+            lines += summarize(family, records, kept["families"][family]["peers"])
+            continue
         records = squeezebench_records(family, args.out, args.threads, args.quick, args.librispeech)
         if family == "whisper":
             peers = peer_whisper(records, args.librispeech, args.threads, 1 if args.quick else 3)
@@ -407,6 +442,9 @@ def main() -> int:
         lines += summarize(family, records, peers)
         print("\n".join(lines[-(len(records) + len(peers) + 1):]), flush=True)
     (args.out / "peers.txt").write_text("\n".join(lines) + "\n")
+    if kept:
+        print("\n".join(lines))
+        return 0
     (args.out / "peers.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"\nwrote {args.out / 'peers.txt'} and {args.out / 'peers.json'}")
     return 0
