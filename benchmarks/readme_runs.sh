@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind the README's tables, one after another on an otherwise idle machine.
-# Usage: bash benchmarks/readme_runs.sh [demo|minilm|smollm2|smollm2_prune|efficientnet|speedup|paired]...   (default: the first four)
+# Usage: bash benchmarks/readme_runs.sh [demo|minilm|smollm2|smollm2_prune|efficientnet|speedup|paired|serving_whisper]...   (default: the first four)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # THREADS=1 PIN="taskset -c 0" measures on one pinned core (what the README's tables used, so that other work
@@ -94,12 +94,40 @@ run_serving_minilm() {
   done
 }
 
+# Whisper tiny.en served per utterance (base64 audio -> transcript): the original and its best variant measured into
+# results/whisper-serving (40 speech-synth utterances, the queries), then each load-tested with the server on core 1
+# and LoadGen on core 0. Bound 3000 ms: about 3x the original's single-utterance time (~0.9 s), so that both
+# variants have a peak to find. Unbatched only: the speech task transcribes a batch one utterance at a time.
+run_serving_whisper() {
+  $SB run $T --team "$TEAM" --out results/whisper-serving --model offline:whisper-tiny.en --task speech-recognition \
+    --dataset "audio-dir:$SPEECH" --limit 40 --devices cpu --methods original onnx-int8-dynamic
+  local port=8102
+  for method in original onnx-int8-dynamic; do
+    # shellcheck disable=SC2086
+    taskset -c 1 .venv/bin/squeezebench serve results/whisper-serving --method "$method" $T --port $port &
+    local pid=$!
+    for _ in $(seq 300); do curl -sf "127.0.0.1:$port/ready" >/dev/null && break; sleep 1; done
+    taskset -c 0 .venv/bin/squeezebench loadtest "http://127.0.0.1:$port" --method "$method" --scenario server \
+      --p99-ms "${P99_MS:-3000}" --find-peak --max-steps "${STEPS:-4}" --duration-s 30 --min-queries "${MIN_QUERIES:-60}"
+    kill -TERM "$pid"; wait "$pid"
+  done
+}
+
+# Whisper tiny.en (4 decoder layers) distilled into a 2-decoder-layer student (layers 0 and 2 kept, encoder frozen,
+# as distil-whisper) on teacher pseudo-labels of the 160 speech-synth utterances outside the 40 evaluated
+run_whisper_student() {
+  $SB run $T --team "$TEAM" --out results/whisper-student --model offline:whisper-tiny.en --task speech-recognition \
+    --dataset "audio-dir:$SPEECH" --limit 40 --devices cpu --methods original \
+    "student:decoder_layers=2,steps=${STUDENT_STEPS:-200},budget_s=${STUDENT_BUDGET_S:-1200}"
+}
+
 # search (Optuna TPE + successive halving) for the fastest MiniLM variant within 1 point (paired interval), 30 minutes,
 # then the README's best hand-written chain measured into the same folder, so that both are compared in one run
 run_search_minilm() {
-  $SB search $T --team "$TEAM" --out results/minilm-search --model offline:all-minilm-l6-v2 --task sentence-embedding \
+  local out=${SEARCH_OUT:-results/minilm-search}
+  $SB search $T --team "$TEAM" --out "$out" --model offline:all-minilm-l6-v2 --task sentence-embedding \
     --dataset bbc-news --limit 500 --max-drop 1pt --objective cpu_ms --budget 30m --max-transforms 2
-  $SB run $T --team "$TEAM" --out results/minilm-search --model offline:all-minilm-l6-v2 --task sentence-embedding \
+  $SB run $T --team "$TEAM" --out "$out" --model offline:all-minilm-l6-v2 --task sentence-embedding \
     --dataset bbc-news --limit 500 --devices cpu --methods \
     prune-structured:ratio=0.3+distill+openvino-int8
 }
