@@ -44,9 +44,10 @@ class Served:
     executable: Any
     threads: Optional[int]
     device: str
+    context: Any = None  # task.serving_context(record): what answering needs of the record besides its protocol
 
     def answer(self, bodies: list[dict[str, Any]]) -> list[Any]:
-        return self.task.serve_batch(self.executable, self.bundle, bodies, self.protocol)
+        return self.task.serve_batch(self.executable, self.bundle, bodies, self.protocol, self.context)
 
     def check(self, body: Any) -> Optional[str]:
         return self.task.check_request(body)
@@ -78,7 +79,8 @@ def load_served(results: Path, record: Record, device: str = "cpu", threads: Opt
         raise SqueezebenchError(f"the artifact of {record.model.name} · {record.method} is not in {artifact}; "
                                 "measure it again with `squeezebench run --force` into this folder")
     bundle, executable = load_artifact(artifact, task, device, threads)
-    return Served(record, Path(results), task, protocol, bundle, executable, torch.get_num_threads(), device)
+    return Served(record, Path(results), task, protocol, bundle, executable, torch.get_num_threads(), device,
+                  task.serving_context(record))
 
 
 def evaluation_bodies(record: Record) -> list[dict[str, Any]]:

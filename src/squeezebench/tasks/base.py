@@ -226,8 +226,14 @@ class Task:
         """What is wrong with one request body, in one line (answered with a 400), or None when it can be served."""
         return f"task {self.name} cannot be served yet (it has no request handling)"
 
-    def serve_batch(self, run: Executable, bundle, bodies: list[dict[str, Any]], protocol: Protocol) -> list[Any]:
-        """The answers (JSON values) to checked request bodies, run as one batch."""
+    def serving_context(self, record) -> Any:
+        """What ``serve_batch`` needs of the measured record besides its protocol (e.g. the prompt format a
+        text-generation variant was evaluated with), read once when the variant is loaded; None for most tasks."""
+        return None
+
+    def serve_batch(self, run: Executable, bundle, bodies: list[dict[str, Any]], protocol: Protocol,
+                    context: Any = None) -> list[Any]:
+        """The answers (JSON values) to checked request bodies, run as one batch (``context``: serving_context)."""
         raise SqueezebenchError(f"task {self.name} cannot be served yet (it has no request handling)")
 
 

@@ -50,7 +50,7 @@ class SentenceEmbedding(text_common.TextTask):
     def wrap(self, bundle):
         return MeanPooledEmbedding(bundle.module)
 
-    def serve_batch(self, run, bundle, bodies, protocol):
+    def serve_batch(self, run, bundle, bodies, protocol, context=None):
         """Each text's L2-normalised embedding."""
         return [{"embedding": row} for row in self.serve_outputs(run, bundle, bodies, protocol).tolist()]
 

@@ -452,7 +452,7 @@ class SpeechRecognition(Task):
             return '"audio" is not a WAV or FLAC file soundfile can read'
         return None if info.frames > 0 else '"audio" holds no samples'
 
-    def serve_batch(self, run, bundle, bodies, protocol):
+    def serve_batch(self, run, bundle, bodies, protocol, context=None):
         """Each utterance's greedy transcript, decoded as the evaluation decodes (one utterance at a time)."""
         rate = self._rate(bundle)
         transcribe = (self._seq2seq_decoder(run, bundle)[0] if self._seq2seq(bundle)

@@ -67,7 +67,7 @@ class TextClassification(text_common.TextTask):
         return text_common.fixed_batch(bundle, [ex["text"] for ex in data["test"].examples],
                                        protocol.batch_size, protocol.seq_len)
 
-    def serve_batch(self, run, bundle, bodies, protocol):
+    def serve_batch(self, run, bundle, bodies, protocol, context=None):
         """Each text's predicted class: its index and the model's label name (when the model names its classes)."""
         names = bundle.label_names or []
         best = self.serve_outputs(run, bundle, bodies, protocol).argmax(-1).tolist()

@@ -14,6 +14,7 @@ decode tokens/s, as causal-lm gives them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -29,6 +30,7 @@ from squeezebench.tasks.metrics import BLEU, CHRF, OUTPUT_AGREEMENT, ROUGE_L, bo
 PLACEHOLDER = "{text}"
 GENERATIVE_HEADS = ("ForCausalLM", "ForConditionalGeneration")
 WORK_PROMPTS = 8  # prompts the per-answer inference time cycles through (--work-examples)
+MAX_SERVED_NEW_TOKENS = 1024  # a served request may ask for at most this many new tokens
 
 
 def check_prompt(template: str) -> None:
@@ -49,6 +51,36 @@ def render(template: str, text: str) -> str:
 
 def first_line(text: str) -> str:
     return next((line.strip() for line in text.strip().splitlines() if line.strip()), "")
+
+
+CHAT_TEMPLATE = "tokenizer chat template, one user message"
+
+
+def prompt_ids(tok: Any, text: str, template: str, how: str, max_input_tokens: int) -> tuple[torch.Tensor, bool]:
+    """The token ids of one example's prompt, and whether its input was cut: the input cut to
+    ``max_input_tokens`` tokens, put into ``template``, then the chat template when ``how`` says so. The
+    evaluation and the served variant both build prompts here, so a served answer is the evaluated one."""
+    text = text.strip()
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    cut = len(ids) > max_input_tokens
+    if cut:
+        text = tok.decode(ids[:max_input_tokens], skip_special_tokens=True)
+    prompt = render(template, text)
+    if how == CHAT_TEMPLATE:
+        prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                         tokenize=False)
+        return tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"][0], cut
+    return tok(prompt, return_tensors="pt")["input_ids"][0], cut
+
+
+@dataclass(frozen=True)
+class ServedPrompt:
+    """How a served request becomes a prompt and its answer an output: as the variant's evaluation did (its
+    record's quality protocol), else as a run with this protocol would."""
+
+    template: str
+    how: str
+    first_line_only: bool
 
 
 # --- scoring ----------------------------------------------------------------------------------------------
@@ -128,7 +160,7 @@ class TextGeneration(text_common.TextTask):
             return protocol.gen_prompt, "prompt template (--prompt)"
         template = dataset.meta.get("prompt", PLACEHOLDER)
         if getattr(bundle.tokenizer, "chat_template", None):
-            return template, "tokenizer chat template, one user message"
+            return template, CHAT_TEMPLATE
         return template, "prompt template (dataset default)" if template != PLACEHOLDER else "the input as is"
 
     def prepare(self, dataset, bundle, protocol):
@@ -144,18 +176,8 @@ class TextGeneration(text_common.TextTask):
         tok = bundle.tokenizer
         prompts, truncated = [], 0
         for ex in dataset.examples:
-            text = ex["text"].strip()
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-            if len(ids) > protocol.seq_len:
-                text = tok.decode(ids[: protocol.seq_len], skip_special_tokens=True)
-                truncated += 1
-            prompt = render(template, text)
-            if how.startswith("tokenizer chat template"):
-                prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                 tokenize=False)
-                ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-            else:
-                ids = tok(prompt, return_tensors="pt")["input_ids"][0]
+            ids, cut = prompt_ids(tok, ex["text"], template, how, protocol.seq_len)
+            truncated += cut
             prompts.append(ids)
         return {"dataset": dataset, "prompts": prompts, "references": [ex["target"].strip() for ex in dataset.examples],
                 "template": template, "prompt_format": how, "truncated_inputs": truncated,
@@ -232,3 +254,44 @@ class TextGeneration(text_common.TextTask):
         prompt = data["prompts"][0][: protocol.gen_prompt_tokens].unsqueeze(0)
         metrics, proto, flags = speed_metrics(run, bundle, prompt, protocol)
         return EvalResult(metrics, flags, proto)
+
+    # --- serving (squeezebench serve / loadtest) ------------------------------------------------------
+    # request_of: {"text": the example's input} (TextTask), which the service formats as the evaluation did
+
+    def check_request(self, body):
+        problem = super().check_request(body)
+        if problem is None and "max_new_tokens" in body:
+            n = body["max_new_tokens"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SERVED_NEW_TOKENS:
+                return f'"max_new_tokens" must be an integer from 1 to {MAX_SERVED_NEW_TOKENS}, got {n!r}'
+        return problem
+
+    def serving_context(self, record) -> Optional[ServedPrompt]:
+        """The prompt format and output cut the variant's evaluation recorded (None: decided per batch from the
+        protocol and the tokenizer, as a run would)."""
+        proto = record.quality.protocol if record.quality is not None else {}
+        if "prompt_template" not in proto or "prompt_format" not in proto:
+            return None
+        return ServedPrompt(proto["prompt_template"], proto["prompt_format"],
+                            str(proto.get("output_cut", "")).startswith("first line"))
+
+    def serve_batch(self, run, bundle, bodies, protocol, context=None):
+        """Each request's greedy answer to its text, put into the prompt the evaluation used and cut as it cut
+        its outputs (one prompt at a time, no padding: as evaluated); with the number of new tokens."""
+        if not can_generate(run, bundle):
+            raise SqueezebenchError(f"{run.info.get('name', 'this runtime')} cannot generate text; serve a variant "
+                                    "whose runtime generates (PyTorch, ONNX Runtime, OpenVINO, CTranslate2, gguf)")
+        fmt = context
+        if fmt is None:
+            template = protocol.gen_prompt if protocol.gen_prompt is not None else PLACEHOLDER
+            how = CHAT_TEMPLATE if (protocol.gen_prompt is None and getattr(bundle.tokenizer, "chat_template", None)) \
+                else "prompt template"
+            fmt = ServedPrompt(template, how, False)
+        answers = []
+        for body in bodies:
+            ids, _ = prompt_ids(bundle.tokenizer, body["text"], fmt.template, fmt.how, protocol.seq_len)
+            new = generate_new_tokens(run, bundle, ids.unsqueeze(0),
+                                      int(body.get("max_new_tokens", protocol.gen_new_tokens)))[0]
+            text = bundle.tokenizer.decode(new, skip_special_tokens=True).strip()
+            answers.append({"text": first_line(text) if fmt.first_line_only else text, "new_tokens": int(new.numel())})
+        return answers
