@@ -279,3 +279,27 @@ def test_then_float_keeping_transforms_end_with_the_fastest_export(tmp_path):
     ev = BySpeed()
     Search(space, ev, settings(trials=4), tmp_path / "s.json").run()
     assert ev.chains == ["slow", "fast", "prune+fast", "prune+fix+fast"]
+
+
+def test_a_candidate_within_tolerance_on_the_screen_that_could_win_is_promoted(tmp_path):
+    """Successive halving ranks the screened by speed only: when the fastest third all fail the interval at full,
+    a slower candidate already within the tolerance on the screen must still get its full run when it beats the
+    best fully measured one within it (else the pick stays that slower one)."""
+    table = {"original": (10.0, ORIGINAL), "slowok": (9.0, flipped(0)), "fastnoisy1": (2.0, flipped(0, noisy=True)),
+             "fastnoisy2": (2.5, flipped(0, noisy=True)), "fastnoisy3": (3.0, flipped(0, noisy=True)),
+             "mid": (6.0, flipped(0))}
+    space = Candidates((), (), ("slowok", "fastnoisy1", "fastnoisy2", "fastnoisy3", "mid"))
+
+    class Table:
+        def evaluate(self, chain, rung):
+            ms, correct = table[chain]
+            return TrialResult("ok", {"cpu_ms": ms, "size_mb": 1.0},
+                               Scores.of(correct[:rung.overrides.get("limit", N)]), [chain])
+
+    three = Settings(("cpu_ms",), parse_tolerance("1pt"), 3600.0, 5, Rung(SCREEN, {"limit": SCREEN_N}), Rung(FULL),
+                     eta=3, seed=3)
+    outcome = Search(space, Table(), three, tmp_path / "s.json").run()
+    by_chain = {t.chain: t for t in outcome.trials}
+    assert by_chain["mid"].screen.within and by_chain["mid"].full is not None  # promoted though not in the top third
+    assert by_chain["fastnoisy2"].full is None and by_chain["fastnoisy3"].full is None  # neither within nor fastest
+    assert outcome.recommended.chain == "mid"
