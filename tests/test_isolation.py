@@ -68,3 +68,14 @@ def test_child_setup_sets_the_parent_death_signal():
     out = subprocess.run([sys.executable, "-c", code], preexec_fn=isolation._child_setup(os.getpid(), None),
                          capture_output=True, text=True)
     assert out.stdout.strip() == str(int(signal.SIGKILL))
+
+
+def test_a_workers_progress_lines_reach_its_log_and_other_libraries_stay_quiet():
+    """The worker's stderr is the phase's log file: a distillation's progress (step, loss, ETA: log.info in
+    methods/lib/kd.py) must be written there as it happens, not dropped as INFO is without a handler."""
+    code = ("import logging; from squeezebench.worker import configure_logging; configure_logging(); "
+            "logging.getLogger('squeezebench.methods.lib.kd').info('student step 1/2 loss 0.50000 (1 s, ETA 1 s)'); "
+            "logging.getLogger('transformers').info('library chatter')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "squeezebench: student step 1/2 loss 0.50000" in out.stderr and "chatter" not in out.stderr

@@ -199,8 +199,23 @@ def measure(job: Job) -> dict[str, Any]:
 PHASES = {"build": build, "measure": measure}
 
 
+def configure_logging(stream=None) -> None:
+    """squeezebench's INFO lines (a distillation's step, loss and ETA; what a method did) go to the phase's log
+    file, line by line as they happen (the parent sends this process's stderr there): without a handler Python
+    drops INFO, and a 15-minute student training said nothing until it ended. Other libraries stay at WARNING."""
+    import logging
+
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s squeezebench: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("squeezebench")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
 def main(argv: list[str]) -> int:
     phase, job_path, result_path = argv
+    configure_logging()
     job = Job.read(Path(job_path))
     from squeezebench.errors import SqueezebenchError
 
