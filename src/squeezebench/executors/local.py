@@ -28,7 +28,8 @@ class LocalExecutor(Executor):
                     continue
                 record = sink.start(unit, slot)
                 if build is None:
-                    sink.progress(slot.step("building the variant (load, compress, save)...", "build"))
+                    sink.progress(slot.step(f"building the variant (load, compress, save; its progress, e.g. a "
+                                            f"distillation's loss and ETA, in {slot.log_path})...", "build"))
                     build, acct = sink.spawn("build", unit.build_job, slot.log_path)
                     build["os"] = acct
                 if sink.apply_build(record, build):
