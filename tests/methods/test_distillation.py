@@ -123,3 +123,37 @@ def test_distill_trains_a_pruned_causal_lm_on_logits(tiny_llama_dir, tmp_path):
     assert facts["blocks_matched"] == 2  # model.layers.0 and .1
     assert facts["loss_last"] < facts["loss_first"]
     assert bundle.module.model.layers[0].mlp.down_proj.in_features == 64
+
+
+def test_parameters_outside_the_trained_ones_get_no_gradient():
+    """A student's frozen part (Whisper's encoder) is not trained and must not be differentiated either: its
+    gradients were computed and thrown away, 2.5x the time of a Whisper-tiny step on CPU."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from squeezebench.methods.lib.kd import KDSettings, train_kd
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 4))
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student[2].weight.mul_(0.5)
+    frozen_before = student[0].weight.detach().clone()
+    seen = []
+    student[0].weight.register_hook(lambda g: seen.append(g))  # called only if autograd differentiates it
+    batches = [{"input": torch.randn(4, 8)} for _ in range(3)]
+
+    class Call(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input):  # noqa: A002
+            return self.inner(input)
+
+    result = train_kd(Call(student), Call(teacher), batches, list(student[2].parameters()), "logits",
+                      KDSettings(steps=5, lr=1e-2, temperature=1.0, hidden_weight=0.0, seed=0), [], student, teacher)
+    assert result.steps_done == 5 and result.last < result.first
+    assert seen == [] and student[0].weight.grad is None and torch.equal(student[0].weight, frozen_before)
