@@ -68,3 +68,34 @@ def test_bad_generation_requests_are_one_line():
 def test_a_record_without_a_recorded_prompt_format_is_served_as_a_run_would():
     assert TASK.serving_context(_Record({})) is None
     assert TASK.serving_context(type("R", (), {"quality": None})()) is None
+
+
+def test_a_measured_generation_variant_is_served_and_load_tested(tiny_llama_dir, tmp_path):
+    """End to end: `squeezebench run` measures a tiny causal LM, `serve` answers its evaluation examples with the
+    outputs the record shows, and an Offline load test of it answers every query."""
+    from squeezebench.cli import main
+    from squeezebench.results import iter_records
+    from squeezebench.serving.loadtest import LoadSettings, run_loadtest
+    from squeezebench.serving.server import ServeOptions
+    from tests.serving import fake_service as fake
+
+    pytest.importorskip("mlperf_loadgen")
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"article": a, "title": t}) + "\n" for a, t in PAIRS))
+    out = tmp_path / "results"
+    assert main(["run", "--model", str(tiny_llama_dir), "--task", "text-generation", "--dataset", f"jsonl:{path}",
+                 "--input-column", "article", "--target-column", "title", "--prompt", "Title: {text}\\n",
+                 "--methods", "original", "--devices", "cpu", "--seq-len", "8", "--gen-tokens", "4", "--min-iters", "3",
+                 "--min-time", "0", "--warmup", "1", "--out", str(out), "--team", "t"]) == 0
+    (rec,) = list(iter_records([out]))
+    shown = rec.quality.protocol["examples_shown"]
+    proc, url = fake.start_serve(out)
+    try:
+        answers = [json.loads(fake.post(url, json.dumps({"text": a}).encode())[1]) for a, _ in PAIRS]
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert [a["text"] for a in answers][:len(shown)] == shown
+    section, _, _ = run_loadtest(str(out), ServeOptions("original"), LoadSettings("offline", 1e5, duration_s=0.5,
+                                                                                 min_queries=8))
+    assert section.errors == 0 and section.queries >= 8, section.error
