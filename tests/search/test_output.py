@@ -17,3 +17,18 @@ def test_recommendation_front_and_report_preface():
     html = preface(lines)
     assert "<td>prune:ratio=0.3+&lt;b&gt;</td>" in html and "<b>" not in html  # a name never becomes markup
     assert describe(Outcome(None, [], base, "keep the original"), ("cpu_ms",)) == ["no recommendation: keep the original"]
+
+
+def test_outcome_writes_the_metric_in_its_table_form():
+    """WER is stored as a fraction and written in % with drops in percentage points, as the table writes it."""
+    from squeezebench.search.command import quality_text
+
+    wer = quality_text("speech-recognition")
+    trial = Trial(1, "onnx", {}, {}, "full",
+                  full=RungResult("ok", {"cpu_ms": 300.0}, 0.4606, 0.02, -0.011, 0.052, 0.02, False, True))
+    base = RungResult("ok", {"cpu_ms": 900.0}, 0.4406)
+    lines = describe(Outcome(None, [trial], base, "keep the original", text=wer), ("cpu_ms",))
+    assert "| original | 900 | 44.06 % | — |" in lines
+    assert "| onnx | 300 | 46.06 % | +2.00 pp [-1.10 pp, +5.20 pp] |" in lines
+    assert wer.verdict(trial.full) == "drop +2.00 pp, interval [-1.10 pp, +5.20 pp], allowed 2.00 pp"
+    assert quality_text("sentence-embedding").drop(0.016) == "+1.60 pt"

@@ -9,7 +9,7 @@ from typing import Callable
 from squeezebench import outdir
 from squeezebench.report.html import write_report
 from squeezebench.search.candidates import build_candidates, check_not_empty, method_reasons
-from squeezebench.search.strategy import FULL, SCREEN, Outcome, Search, Settings, parse_budget
+from squeezebench.search.strategy import FULL, SCREEN, Outcome, QualityText, Search, Settings, parse_budget
 from squeezebench.search.tolerance import parse_tolerance
 from squeezebench.search.trials import Rung, RunnerEvaluator, out_path
 
@@ -20,6 +20,21 @@ def screen_rung(protocol, limit: int, min_iters: int, min_time_s: float) -> Rung
     return Rung(SCREEN, {"limit": min(limit, full_limit) if full_limit else limit,
                          "min_iters": min(min_iters, protocol.min_iters),
                          "min_time_s": min(min_time_s, protocol.min_time_s)})
+
+
+def quality_text(task_name: str) -> QualityText:
+    """The task's primary metric in its table form: values as the table writes them (WER in %), drops in points of
+    a fraction ("pt", accuracy) or percentage points ("pp", error rates in %), else in the metric's own unit."""
+    from squeezebench.measures.quality import METRICS
+    from squeezebench.tasks import TASKS
+
+    name = TASKS.get(task_name).primary_metric
+    if name not in METRICS:
+        return QualityText()
+    form = METRICS.get(name)
+    if form.delta in ("pt", "pp"):
+        return QualityText(form.scale, form.decimals, form.suffix, 100.0, 2, f" {form.delta}")
+    return QualityText(form.scale, form.decimals, form.suffix, form.scale, form.decimals, form.suffix)
 
 
 def run_search(args, config, say: Callable[[str], None]) -> int:
@@ -42,7 +57,8 @@ def run_search(args, config, say: Callable[[str], None]) -> int:
     key = {"model": args.model, "task": args.task, "dataset": config.dataset, "device": device, "team": config.team,
            "protocol": config.protocol.to_dict(), "max_transforms": args.max_transforms,
            "include": args.include, "exclude": args.exclude}
-    search = Search(candidates, RunnerEvaluator(config, objectives), settings, state, key, say=say)
+    search = Search(candidates, RunnerEvaluator(config, objectives), settings, state, key, say=say,
+                    text=quality_text(args.task))
     outcome = search.run()
     lines = describe(outcome, objectives)
     for line in lines:
@@ -80,7 +96,8 @@ def describe(outcome: Outcome, objectives: tuple[str, ...]) -> list[str]:
         rows = ([("original", outcome.baseline)] if outcome.baseline is not None else []) + \
             [(t.chain, t.full) for t in outcome.front]
         for name, r in rows:
-            drop = "—" if r.drop is None else f"{r.drop:+.4f} [{r.low:+.4f}, {r.high:+.4f}]"
+            text = outcome.text
+            drop = "—" if r.drop is None else f"{text.drop(r.drop)} [{text.drop(r.low)}, {text.drop(r.high)}]"
             lines.append(f"| {name} | " + " | ".join(f"{r.objectives.get(o, float('nan')):.4g}" for o in objectives)
-                         + f" | {r.quality:.4f} | {drop} |")
+                         + f" | {text.value(r.quality)} | {drop} |")
     return lines

@@ -52,6 +52,30 @@ class Settings:
                 "screen": self.screen.overrides, "full": self.full.overrides, "eta": self.eta, "seed": self.seed}
 
 
+@dataclass(frozen=True)
+class QualityText:
+    """How the outcome's lines write the metric and its drop: the metric's display form (command.py builds it from
+    the task's registered metric: WER 0.4406 -> "44.06 %", a drop of 0.02 -> "+2.00 pp"); plain 4-decimal numbers
+    by default (a fake evaluator's metric)."""
+
+    scale: float = 1.0
+    decimals: int = 4
+    suffix: str = ""
+    drop_scale: float = 1.0
+    drop_decimals: int = 4
+    drop_suffix: str = ""
+
+    def value(self, v: float) -> str:
+        return f"{v * self.scale:.{self.decimals}f}{self.suffix}"
+
+    def drop(self, d: float, sign: bool = True) -> str:
+        return f"{d * self.drop_scale:{'+' if sign else ''}.{self.drop_decimals}f}{self.drop_suffix}"
+
+    def verdict(self, r: "RungResult") -> str:
+        return (f"drop {self.drop(r.drop)}, interval [{self.drop(r.low)}, {self.drop(r.high)}], allowed "
+                f"{self.drop(r.allowed, sign=False)}")
+
+
 @dataclass
 class Outcome:
     recommended: Optional[Trial]
@@ -60,13 +84,14 @@ class Outcome:
     why: str
     problems: list[str] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
+    text: QualityText = QualityText()
 
 
 class Search:
     def __init__(self, candidates: Candidates, evaluator: Evaluator, settings: Settings, state_path: Path,
                  extra_key: Optional[dict[str, Any]] = None, clock: Callable[[], float] = time.monotonic,
-                 say: Callable[[str], None] = log.info):
-        self.candidates, self.evaluator, self.settings = candidates, evaluator, settings
+                 say: Callable[[str], None] = log.info, text: QualityText = QualityText()):
+        self.candidates, self.evaluator, self.settings, self.text = candidates, evaluator, settings, text
         self.state_path, self.clock, self.say = Path(state_path), clock, say
         self.state = State.load(self.state_path, {**settings.key(), **(extra_key or {})})
         self.problems: list[str] = []
@@ -354,16 +379,17 @@ class Search:
         elif full and not within:
             closest = min(full, key=lambda t: t.full.high)
             problems.append(f"no candidate meets --max-drop {tol} by its paired interval; the closest is "
-                            f"{closest.chain} ({_verdict(closest.full)})")
+                            f"{closest.chain} ({self.text.verdict(closest.full)})")
         faster = [t for t in within if base is None or t.full.objectives[objs[0]] < base.objectives.get(objs[0], math.inf)]
         if not faster:
             why = ("no searched variant within the tolerance is faster than the original on "
                    f"{objs[0]}; keep the original")
             if problems:
                 why = problems[-1] + "; " + why
-            return Outcome(None, front, base, why, problems, list(self.state.trials))
+            return Outcome(None, front, base, why, problems, list(self.state.trials), self.text)
         best = min(faster, key=lambda t: t.full.objectives[objs[0]])
-        return Outcome(best, front, base, self._why(best, base, full, within), problems, list(self.state.trials))
+        return Outcome(best, front, base, self._why(best, base, full, within), problems, list(self.state.trials),
+                       self.text)
 
     def _why(self, best: Trial, base: Optional[RungResult], full: list[Trial], within: list[Trial]) -> str:
         objs, o = self.settings.objectives, self.settings.objectives[0]
@@ -374,13 +400,9 @@ class Search:
         n_screened = sum(1 for t in self.state.trials if t.screen is not None and t.screen.status == "ok")
         return (f"{best.chain} is recommended: {o} {f.objectives[o]:.4g}{ratio}{others}, the lowest {o} of the "
                 f"{len(within)} of {len(full)} fully measured candidates whose paired 95 % interval of the quality "
-                f"drop stays within --max-drop {self.settings.tolerance.text} ({_verdict(f)}); "
+                f"drop stays within --max-drop {self.settings.tolerance.text} ({self.text.verdict(f)}); "
                 f"{len(self.state.trials)} trials were proposed, {n_screened} screened on the subset and "
                 f"{len(full)} promoted to the full protocol by successive halving.")
-
-
-def _verdict(r: RungResult) -> str:
-    return f"drop {r.drop:+.4f}, interval [{r.low:+.4f}, {r.high:+.4f}], allowed {r.allowed:.4f}"
 
 
 def _dominates(a: dict[str, float], b: dict[str, float], objs: tuple[str, ...]) -> bool:
