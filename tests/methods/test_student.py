@@ -410,3 +410,71 @@ def test_whisper_students_train_on_the_teachers_transcripts_not_the_references()
     apply_chain(refs.bundle, parse_chain("student:decoder_layers=2,steps=2,batch_size=1,pseudo_labels=false"), refs,
                 None)
     assert "pseudo_labels" not in refs.facts["student"]
+
+
+def _trained(tmp_path, spec, work_dir, monkeypatch=None, fail_at=None):
+    """A tiny Llama student trained by ``spec`` with its checkpoints in ``work_dir``; ``fail_at``: the training is
+    killed (an exception from the loss) at that step, after the checkpoint of the step before was written."""
+    import squeezebench.methods.lib.kd as kd
+
+    if fail_at is not None:
+        calls, real = {"n": 0}, kd.output_loss
+
+        def dying_loss(*a, **k):
+            calls["n"] += 1
+            if calls["n"] > fail_at:
+                raise KeyboardInterrupt("killed")
+            return real(*a, **k)
+        monkeypatch.setattr(kd, "output_loss", dying_loss)
+    task = TASKS.get("causal-lm")
+    ctx = _ctx(_llama(4), task, _windows(64, seed=1), _windows(4, seed=2))
+    ctx.work_dir = work_dir
+    try:
+        apply_chain(ctx.bundle, parse_chain(spec), ctx, tmp_path)
+    finally:
+        if fail_at is not None:
+            monkeypatch.setattr(kd, "output_loss", real)
+    return ctx
+
+
+def test_a_killed_student_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    """Killed after 7 of 20 steps and run again, the student ends with the weights, curve and step count of an
+    uninterrupted training (same seed, same batch order, AdamW and scheduler states restored)."""
+    import squeezebench.methods.lib.kd as kd
+
+    monkeypatch.setattr(kd, "CHECKPOINT_EVERY_S", 0.0)
+    spec = "student:layers=2,samples=64,steps=20,batch_size=8,lr=3e-3"
+    whole = _trained(tmp_path / "a", spec, tmp_path / "work-a", monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        _trained(tmp_path / "b", spec, tmp_path / "work-b", monkeypatch, fail_at=7)
+    [saved] = list((tmp_path / "work-b").glob("student-*.pt"))
+    assert len(torch.load(saved, weights_only=False)["losses"]) == 7
+    resumed = _trained(tmp_path / "b", spec, tmp_path / "work-b", monkeypatch)
+    f_whole, f_resumed = whole.facts["student"], resumed.facts["student"]
+    assert f_whole["resumed_from_step"] == 0 and f_resumed["resumed_from_step"] == 7
+    assert f_resumed["steps_done"] == 20 and [v for pt in f_resumed["loss_curve"] for v in pt] == pytest.approx(
+        [v for pt in f_whole["loss_curve"] for v in pt], rel=1e-5)
+    for (name, a), (_, b) in zip(whole.bundle.module.state_dict().items(), resumed.bundle.module.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert any("resumed from step 7 of its checkpoint" in n for n in resumed.notes)
+
+
+def test_a_budget_stopped_student_continues_with_a_larger_budget_and_a_trained_one_is_reused(tmp_path, monkeypatch):
+    import squeezebench.methods.lib.kd as kd
+
+    monkeypatch.setattr(kd, "CHECKPOINT_EVERY_S", 0.0)
+    work = tmp_path / "work"
+    first = _trained(tmp_path, "student:layers=2,samples=64,steps=400,batch_size=8,budget_s=0.3", work, monkeypatch)
+    done = first.facts["student"]["steps_done"]
+    assert first.facts["student"]["stopped_by_budget"] and 0 < done < 400
+    more = _trained(tmp_path, "student:layers=2,samples=64,steps=400,batch_size=8,budget_s=600", work, monkeypatch)
+    f = more.facts["student"]
+    assert f["resumed_from_step"] == done and f["steps_done"] == 400 and not f["stopped_by_budget"]
+    assert f["checkpoint"] == first.facts["student"]["checkpoint"]  # the budget is not part of the key
+    again = _trained(tmp_path, "student:layers=2,samples=64,steps=400,batch_size=8,budget_s=600", work, monkeypatch)
+    assert again.facts["student"]["resumed_from_step"] == 400 and again.facts["student"]["steps_done"] == 400
+    for a, b in zip(more.bundle.module.parameters(), again.bundle.module.parameters()):
+        assert torch.equal(a, b)
+    other = _trained(tmp_path, "student:layers=2,samples=64,steps=40,batch_size=8,lr=1e-3", work, monkeypatch)
+    assert other.facts["student"]["resumed_from_step"] == 0  # another training is never resumed from this one
+    assert len(list(work.glob("student-*.pt"))) == 2

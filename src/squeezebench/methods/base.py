@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
 
@@ -111,6 +112,9 @@ class MethodContext:
     # the model inputs of the evaluated examples, prepared as calibration inputs are: what a method that trains
     # (student) proves it never trained on, by comparing fingerprints
     evaluated: Optional[Callable[[], list[dict]]] = None
+    # a folder inside the run's output folder where a method keeps state across runs of the same build (a student's
+    # training checkpoint, resumed after a kill or with a larger time budget); None: nothing is kept
+    work_dir: Optional[Path] = None
 
 
 def calibration_count(ctx: "MethodContext", n: Optional[int] = None) -> int:

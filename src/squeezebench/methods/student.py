@@ -12,7 +12,12 @@ the last teacher layer it stands for (layer ``kept[i+1] − 1``, the last layer 
 are teacher-forced on the teacher's own greedy transcripts of the training utterances (pseudo-labels, as
 distil-whisper; ``pseudo_labels=false``: the references). Training runs on the
 build's CUDA device when it has one (as gptq/awq), else the CPU; it is seeded and stops at ``steps`` or ``budget_s``,
-whichever comes first; the record keeps a short loss curve, and a row whose loss ended still high says so.
+whichever comes first; the record keeps a short loss curve, and a row whose loss ended still high says so. The
+training state is checkpointed in the run's output folder (``artifacts/<model>/_training/``, keyed by the teacher's
+weights, the training inputs and every parameter but ``budget_s``): a killed run resumes from its last checkpoint, a
+run stopped by its budget continues when given a larger ``budget_s`` (the budget counts the training seconds of
+every run), and a chain that starts with a student already trained (``student:...+gguf-q4_0`` after
+``student:...``) reuses it instead of training again.
 
 The config is updated (``num_hidden_layers`` / ``decoder_layers``, ``layer_types``), so the saved artifact reloads
 as the smaller model; ``restore`` drops the same layers when the skeleton is the teacher's (a python: source). It
@@ -23,8 +28,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -34,7 +41,7 @@ from squeezebench.errors import SqueezebenchError
 from squeezebench.methods.base import POSITIVE, MethodContext, Range, register_method, stack_inputs, wrap_module
 from squeezebench.methods.lib.calibration_capture import work_device
 from squeezebench.methods.lib.compact import PRUNABLE
-from squeezebench.methods.lib.kd import KDConfig, KDResult, train_kd
+from squeezebench.methods.lib.kd import Checkpoint, KDConfig, KDResult, train_kd
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +227,28 @@ def training_inputs(ctx: MethodContext, samples: int) -> tuple[list[dict], dict[
 
 # --- the method ---------------------------------------------------------------------------------------------------
 
+def weights_digest(module: nn.Module) -> str:
+    """A digest of every parameter and buffer (names, shapes, values): which teacher a checkpoint was trained from."""
+    h = hashlib.sha256()
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def checkpoint_for(config: StudentConfig, ctx: MethodContext, teacher: str, training: str) -> Optional[Checkpoint]:
+    """The student's checkpoint in the run's work folder, keyed by what makes it the same training: the teacher's
+    weights, the training inputs and every parameter except the time budget (None when there is no work folder)."""
+    if ctx.work_dir is None:
+        return None
+    params = {k: v for k, v in sorted(vars(config).items()) if k != "budget_s"}
+    key = hashlib.sha256(json.dumps({"method": config.name, "version": getattr(config, "version", None),
+                                     "params": params, "teacher": teacher, "training": training},
+                                    sort_keys=True, default=str).encode()).hexdigest()
+    return Checkpoint(Path(ctx.work_dir) / f"student-{key[:16]}.pt", key)
+
+
 def _check_first_link(module: nn.Module, ctx: MethodContext) -> None:
     trainable = all(isinstance(m._parameters.get("weight"), nn.Parameter) and m.weight.dtype == torch.float32
                     for m in module.modules() if isinstance(m, PRUNABLE))
@@ -270,6 +299,7 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
         raise SqueezebenchError(f"student: {why}")
     _check_first_link(module, ctx)
     inputs, data_facts = training_inputs(ctx, config.samples)
+    checkpoint = checkpoint_for(config, ctx, weights_digest(module), data_facts["training_fingerprint"])
     teacher_module = copy.deepcopy(module).eval()
     relabel = getattr(ctx.task, "pseudo_labelled", None)  # (a plug-in task may predate the hook)
     if config.pseudo_labels and relabel is not None:
@@ -288,7 +318,7 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
     frozen = _frozen_prefixes(module, stack)
     params = [p for name, p in module.named_parameters() if p.is_floating_point() and not name.startswith(frozen)]
     pairs = [(f"{stack.path}.{t}", f"{stack.path}.{i}") for i, t in enumerate(targets_of(kept, n))]
-    settings = config.settings("student", budget_s=config.budget_s)
+    settings = config.settings("student", budget_s=config.budget_s, checkpoint=checkpoint)
     torch.manual_seed(config.seed)
     result = train_kd(student, teacher, batches, params, kind, settings, pairs if config.hidden_weight > 0 else [],
                       module, teacher_module)
@@ -306,7 +336,11 @@ def _student(module: nn.Module, config: StudentConfig, ctx: MethodContext) -> nn
                     "loss_first": result.first,
                     "loss_last": result.last, "loss_curve": result.curve, "train_s": result.seconds,
                     "teacher_outputs_cached": result.cached, "seed": config.seed, "train_device": str(device),
-                    **data_facts}})
+                    "resumed_from_step": result.resumed_from,
+                    "checkpoint": checkpoint.path.name if checkpoint is not None else None, **data_facts}})
+    if result.resumed_from:
+        ctx.notes.append(f"student: resumed from step {result.resumed_from} of its checkpoint "
+                         f"({checkpoint.path.name}); the curve and seconds count every run of this training")
     ctx.notes.append(
         f"student: {len(kept)} of {n} layers of {stack.path} kept ({', '.join(map(str, kept))}), trained "
         f"{result.steps_done} AdamW steps (batch {config.batch_size}, lr {config.lr:g}, T {config.temperature:g}) on "

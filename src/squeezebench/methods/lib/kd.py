@@ -2,14 +2,17 @@
 ``student`` (train a smaller model built from the teacher's layers): the output loss (1 − cosine for embeddings,
 temperature-scaled KL for logits), hidden-state MSE on pairs of (teacher block, student block) whose outputs have the
 same shape, AdamW with linear warm-up and cosine decay, seeded batch order, an optional time budget, a progress line
-with loss and ETA, and a short loss curve for the record."""
+with loss and ETA, a short loss curve for the record, and a checkpoint to resume from (a killed run continues where
+its last checkpoint left it; a run stopped by its time budget continues when it is given a larger one)."""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 CACHE_BYTES = 1 << 30  # teacher outputs kept in memory up to this size
 CURVE_POINTS = 20  # the loss curve kept in the record: at most this many (step, mean loss) points
 PROGRESS_EVERY_S = 10.0  # a progress line at least this often (and every 50 steps)
+CHECKPOINT_EVERY_S = 120.0  # the training state saved at least this often (and when training ends)
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,19 @@ class KDSettings:
     budget_s: Optional[float] = None  # stop after this many seconds of training (None: run every step)
     label: str = "distill"  # the method name in progress lines and errors
     cache_bytes: int = CACHE_BYTES  # teacher outputs kept per batch up to this size, else recomputed every step
+    checkpoint: Optional["Checkpoint"] = None  # where the training state is saved and resumed from
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A training state file: the trained parameters, AdamW and scheduler states, the batch order and random
+    states, the losses so far and the training seconds spent. ``key`` says what it is the state of (the method's
+    parameters but its time budget, the teacher's weights, the training inputs): a file with another key is not
+    resumed from (and is replaced)."""
+
+    path: Path
+    key: str
+    every_s: Optional[float] = None  # None: CHECKPOINT_EVERY_S
 
 
 @dataclass
@@ -67,7 +85,8 @@ class KDResult:
     matched: set[str] = field(default_factory=set)  # student blocks whose output was matched to the teacher's
     cached: bool = True  # the teacher's outputs were kept per batch (else recomputed at every step)
     stopped_by_budget: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0  # training seconds, those of the runs it resumed from included
+    resumed_from: int = 0  # the step the training resumed from (0: it started from the initialisation)
 
 
 class Taps:
@@ -152,14 +171,23 @@ def _loop(student, teacher, batches, params, kind, settings: KDSettings, pairs, 
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     gen = torch.Generator().manual_seed(settings.seed)
-    order: list[int] = []
-    losses: list[float] = []
-    matched: set[str] = set()
+    state = _State(order=[], losses=[], matched=set())
+    ck = settings.checkpoint
+    if ck is not None:
+        state = _resume(ck, params, opt, sched, gen, state)
+    order, losses, matched = state.order, state.losses, state.matched
+    start = len(losses)
+    t_train = time.perf_counter() - state.seconds  # training seconds count those of the runs resumed from
     stopped = False
-    last_line = time.perf_counter()
+    t_loop = last_line = last_save = time.perf_counter()
+
+    def save() -> None:
+        if ck is not None:
+            _save(ck, params, opt, sched, gen, order, losses, matched, time.perf_counter() - t_train)
+
     with torch.enable_grad():
-        for step in range(steps):
-            if settings.budget_s is not None and step > 0 and time.perf_counter() - t0 >= settings.budget_s:
+        for step in range(start, steps):
+            if settings.budget_s is not None and losses and time.perf_counter() - t_train >= settings.budget_s:
                 stopped = True
                 break
             if not order:
@@ -188,14 +216,68 @@ def _loop(student, teacher, batches, params, kind, settings: KDSettings, pairs, 
             now = time.perf_counter()
             if step % 50 == 0 or now - last_line >= PROGRESS_EVERY_S or step == steps - 1:
                 last_line = now
-                _progress(settings, step + 1, value, now - t0)
+                _progress(settings, step + 1, value, now - t_train, step + 1 - start, now - t_loop)
+            if ck is not None and now - last_save >= (CHECKPOINT_EVERY_S if ck.every_s is None else ck.every_s):
+                save()
+                last_save = time.perf_counter()
+    if len(losses) > start:  # (a finished state resumed as it is is not written again)
+        save()
     return KDResult(first=losses[0], last=losses[-1], steps_done=len(losses), curve=downsample_curve(losses),
-                    matched=matched, cached=cached, stopped_by_budget=stopped, seconds=time.perf_counter() - t0)
+                    matched=matched, cached=cached, stopped_by_budget=stopped, seconds=time.perf_counter() - t_train,
+                    resumed_from=start)
 
 
-def _progress(settings: KDSettings, done: int, loss: float, elapsed: float) -> None:
-    """One progress line: step, loss, elapsed and the ETA (the steps left at the pace so far, capped by the budget)."""
-    eta = elapsed / done * (settings.steps - done)
+@dataclass
+class _State:
+    order: list[int]
+    losses: list[float]
+    matched: set[str]
+    seconds: float = 0.0
+
+
+def _resume(ck: Checkpoint, params, opt, sched, gen, fresh: _State) -> _State:
+    """The saved state when ``ck`` holds one with the same key and parameter shapes, else ``fresh``."""
+    if not ck.path.is_file():
+        return fresh
+    try:
+        saved = torch.load(ck.path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated file (killed while writing is excluded by the atomic rename, not a full disk)
+        log.warning("training checkpoint %s is unreadable (%s): training starts from the initialisation", ck.path, e)
+        return fresh
+    shapes = [tuple(p.shape) for p in params]
+    if saved.get("format") != CHECKPOINT_FORMAT or saved.get("key") != ck.key or \
+            [tuple(t.shape) for t in saved["params"]] != shapes:
+        log.info("training checkpoint %s is of another training: not resumed (it will be replaced)", ck.path)
+        return fresh
+    with torch.no_grad():
+        for p, t in zip(params, saved["params"]):
+            p.copy_(t.to(p.device, p.dtype))
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    gen.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    losses = list(saved["losses"])
+    log.info("resuming training from step %d (checkpoint %s, %.0f s of training so far)", len(losses), ck.path,
+             saved["seconds"])
+    return _State(order=list(saved["order"]), losses=losses, matched=set(saved["matched"]),
+                  seconds=float(saved["seconds"]))
+
+
+def _save(ck: Checkpoint, params, opt, sched, gen, order, losses, matched, seconds: float) -> None:
+    """Write the state next to its final name, then rename: a kill while saving leaves the previous checkpoint."""
+    ck.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ck.path.with_name(ck.path.name + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, "key": ck.key, "params": [p.detach().cpu() for p in params],
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "order": list(order), "losses": list(losses),
+                "matched": sorted(matched), "seconds": seconds}, tmp)
+    os.replace(tmp, ck.path)
+
+
+def _progress(settings: KDSettings, done: int, loss: float, elapsed: float, done_here: int, elapsed_here: float) -> None:
+    """One progress line: step, loss, training seconds and the ETA (the steps left at this run's pace, capped by
+    the budget left)."""
+    eta = elapsed_here / max(done_here, 1) * (settings.steps - done)
     if settings.budget_s is not None:
         eta = min(eta, max(0.0, settings.budget_s - elapsed))
     log.info("%s step %d/%d loss %.5f (%.0f s, ETA %.0f s)", settings.label, done, settings.steps, loss, elapsed, eta)
