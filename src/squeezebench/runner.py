@@ -104,6 +104,11 @@ def validate(config: RunConfig) -> tuple[Any, list[Variant], DataInfo]:
 
     ds = load_dataset(config.dataset, config.dataset_options, task.examples_from_rows).subset(p.limit, p.seed)
     task.check_dataset(ds)
+    if p.calibration_dataset:
+        calibration = load_dataset(p.calibration_dataset, config.dataset_options, task.examples_from_rows)
+        if not calibration.examples:
+            raise SqueezebenchError(f"--calibration-dataset {p.calibration_dataset!r} has no examples; point it at "
+                                    "the data to calibrate and train on")
     # the original first, so that the others can be compared with it
     chains.sort(key=lambda c: c[0] != "original")
     variants = [Variant(source, chain, label) for source in sources for label, chain in chains]

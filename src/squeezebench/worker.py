@@ -55,11 +55,18 @@ def _setup(job: Job):
 
 
 def _dataset(job: Job, task, protocol, with_rest: bool = False):
+    """The evaluated subset, and (``with_rest``) what calibration draws from: the examples outside it, or every
+    example of --calibration-dataset when one is given."""
     from squeezebench.tasks.data import DatasetOptions, load_dataset
 
-    full = load_dataset(job.dataset, DatasetOptions(**job.dataset_options), task.examples_from_rows)
+    options = DatasetOptions(**job.dataset_options)
+    full = load_dataset(job.dataset, options, task.examples_from_rows)
     subset = full.subset(protocol.limit, protocol.seed)
-    return (subset, full.rest(subset)) if with_rest else subset
+    if not with_rest:
+        return subset
+    if protocol.calibration_dataset:
+        return subset, load_dataset(protocol.calibration_dataset, options, task.examples_from_rows)
+    return subset, full.rest(subset)
 
 
 def _build_sections(directory: Path, weight_files: list[Path], parameters: int, facts: dict) -> dict[str, Any]:

@@ -336,6 +336,54 @@ def test_a_run_without_examples_left_to_train_on_fails_in_one_line(tmp_path, tin
     rec = next(r for r in recs if r["method"] != "original")
     assert rec["status"] == "failed"
     assert "no training inputs outside the evaluated examples" in rec["build"]["error"]
+    assert "--calibration-dataset" in rec["build"]["error"]
+
+
+def test_a_student_trains_on_the_calibration_dataset_when_every_example_is_evaluated(tmp_path, tiny_bert_dir,
+                                                                                      topic_csv):
+    """--calibration-dataset: the student trains on other examples (a training split, other recordings) while every
+    example of --dataset is evaluated; the same file as calibration data leaves nothing to train on."""
+    import csv
+    import dataclasses
+
+    from squeezebench.runner import RunConfig, Runner
+    from tests.conftest import fast_protocol
+
+    train = tmp_path / "train.csv"
+    with open(train, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for topic, texts in TOPICS.items():
+            for t in texts:
+                w.writerow([f"{t}, said again for training", topic])
+    config = RunConfig(models=[str(tiny_bert_dir)], task="text-classification", dataset=f"csv:{topic_csv}",
+                       methods=["original", "student:layers=1,steps=3,batch_size=4"], out=tmp_path / "r", team="t",
+                       protocol=dataclasses.replace(fast_protocol(seq_len=32), calibration_dataset=f"csv:{train}"))
+    recs = {r.method: r.dump() for r in Runner(config).run()}
+    rec = recs["student:steps=3,batch_size=4,layers=1"]
+    assert rec["status"] == "ok", rec
+    student = rec["build"]["size"]["student"]
+    assert student["training_inputs"] == sum(len(t) for t in TOPICS.values()) and student["evaluated_inputs"] == 36
+    assert student["overlapping_inputs_dropped"] == 0
+    assert rec["protocol"]["calibration_dataset"] == f"csv:{train}"
+    same = dataclasses.replace(config, out=tmp_path / "s",
+                               protocol=dataclasses.replace(config.protocol, calibration_dataset=f"csv:{topic_csv}"))
+    rec = next(r.dump() for r in Runner(same).run() if r.method != "original")
+    assert rec["status"] == "failed" and "36 of 36 calibration inputs are evaluated ones" in rec["build"]["error"]
+
+
+def test_a_missing_calibration_dataset_is_one_line_before_anything_runs(tmp_path, tiny_bert_dir, topic_csv):
+    import dataclasses
+
+    from squeezebench.runner import RunConfig, Runner
+    from tests.conftest import fast_protocol
+
+    config = RunConfig(models=[str(tiny_bert_dir)], task="text-classification", dataset=f"csv:{topic_csv}",
+                       methods=["original"], out=tmp_path / "r", team="t",
+                       protocol=dataclasses.replace(fast_protocol(), calibration_dataset=f"csv:{tmp_path}/none.csv"))
+    with pytest.raises(SqueezebenchError, match="none.csv"):
+        Runner(config).run()
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("*.json"))
 
 
 def test_whisper_student_runs_through_the_runner_and_reloads(tmp_path):

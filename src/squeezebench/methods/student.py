@@ -217,7 +217,7 @@ def training_inputs(ctx: MethodContext, samples: int) -> tuple[list[dict], dict[
         raise SqueezebenchError(
             f"student found no training inputs outside the evaluated examples ({dropped} of {len(candidates)} "
             "calibration inputs are evaluated ones): use a dataset larger than --limit, so that examples are left "
-            "to train on")
+            "to train on, or pass --calibration-dataset with other examples")
     facts = {"training_inputs": len(kept), "training_fingerprint": fingerprint(digests),
              "evaluated_inputs": len(evaluated), "evaluated_fingerprint": fingerprint(list(evaluated)),
              "overlapping_inputs_dropped": dropped}

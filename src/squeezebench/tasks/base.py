@@ -58,6 +58,10 @@ class CalibrationProtocol:
 
     calibration_samples: int = field(default=32, metadata={"help": "calibration inputs for calibrated methods",
                                                            "positive": True})
+    calibration_dataset: Optional[str] = field(default=None, metadata={
+        "help": "calibrate and train (static int8, GPTQ, distill, student) on this dataset, read with the same "
+                "--*-column options, instead of the --dataset examples outside --limit: e.g. a training split while "
+                "--dataset is the test split, or other recordings when the evaluated ones are all there are"})
 
 
 @dataclass
