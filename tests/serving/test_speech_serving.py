@@ -47,3 +47,24 @@ def test_decoded_samples_travel_as_wav_and_bad_audio_is_one_line():
     for bad in ({"text": "x"}, {"audio": "%%%"}, {"audio": base64.b64encode(b"not audio").decode()}, ["a"]):
         problem = TASK.check_request(bad)
         assert problem and "\n" not in problem
+
+
+def test_a_whisper_batch_is_decoded_in_one_call_with_the_transcripts_of_one_at_a_time(tmp_path):
+    """Dynamic batching must buy something for Whisper: a served batch is one encoder pass and one generate() for
+    all its utterances, and each answer is the transcript that utterance gets alone."""
+    utts = load_dataset(f"audio-dir:{librispeech_dir(tmp_path / 'ls')}")
+    bundle = load_model(source_of(str(tiny_whisper_dir(tmp_path / "model"))), TASK)
+    run = TorchExecutable(TASK.wrap(bundle).eval(), "cpu", {})
+    protocol = fast_protocol()
+    bodies = [TASK.request_of(ex) for ex in utts.examples]
+    assert len(bodies) >= 3
+    alone = [TASK.serve_batch(run, bundle, [b], protocol)[0]["text"] for b in bodies]
+    calls, generate = [], bundle.module.generate
+
+    def counted(*a, **k):
+        calls.append(k["encoder_outputs"].last_hidden_state.shape[0])
+        return generate(*a, **k)
+    bundle.module.generate = counted
+    together = TASK.serve_batch(run, bundle, bodies, protocol)
+    assert calls == [len(bodies)]  # one call, every utterance a row of it
+    assert [a["text"] for a in together] == alone

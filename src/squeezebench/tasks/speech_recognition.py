@@ -336,6 +336,20 @@ class SpeechRecognition(Task):
         """(transcribe, protocol): transcribe(audio) -> (text, {"text_tokens", "encoder_s", "decoder_s"}) by greedy
         decoding: on the executable's graphs when it can generate (encoder and decoder time together in
         "decoder_s"), else the encoder through the executable and the decoder through transformers' generate()."""
+        many, protocol = self._seq2seq_batch_decoder(run, bundle)
+
+        def transcribe(audio: np.ndarray) -> tuple[str, dict[str, float]]:
+            texts, info = many([audio])
+            return texts[0], info
+        return transcribe, protocol
+
+    def _seq2seq_batch_decoder(self, run, bundle) -> tuple[Callable[[list[np.ndarray]],
+                                                                      tuple[list[str], dict[str, float]]],
+                                                            dict[str, Any]]:
+        """(transcribe_many, protocol): several utterances greedily decoded in one call (their 30-s feature windows
+        stacked: Whisper pads every utterance to the same shape; finished rows are padded as generate() pads them),
+        -> (texts, {"text_tokens" of all rows, "encoder_s", "decoder_s"}). The evaluation calls it with one
+        utterance; a served batch with all of its own."""
         generate_greedy = getattr(run, "generate_greedy", None)
         model = bundle.module
         if generate_greedy is None and (model is None or not hasattr(model, "generate")):
@@ -349,8 +363,9 @@ class SpeechRecognition(Task):
         tok = bundle.tokenizer
         special = set(tok.all_special_ids)
 
-        def transcribe(audio: np.ndarray) -> tuple[str, dict[str, float]]:
-            feats = self._features(bundle, audio, True)
+        def transcribe_many(audios: list[np.ndarray]) -> tuple[list[str], dict[str, float]]:
+            per = [self._features(bundle, a, True) for a in audios]
+            feats = {k: torch.cat([f[k] for f in per]) for k in per[0]}
             encoder_s = 0.0
             if generate_greedy is not None:
                 t0 = time.perf_counter()
@@ -369,15 +384,17 @@ class SpeechRecognition(Task):
                 ids = model.generate(encoder_outputs=enc, max_new_tokens=max_new, do_sample=False,
                                      num_beams=1, **gen_kwargs)
                 decoder_s = time.perf_counter() - t0
-            seq = [int(t) for t in torch.as_tensor(ids)[0].tolist()]
-            text_tokens = sum(1 for t in seq if t not in special)
-            return tok.decode(seq, skip_special_tokens=True).strip(), {
-                "text_tokens": text_tokens, "encoder_s": encoder_s, "decoder_s": decoder_s}
+            texts, text_tokens = [], 0
+            for row in torch.as_tensor(ids).tolist():
+                seq = [int(t) for t in row]
+                text_tokens += sum(1 for t in seq if t not in special)
+                texts.append(tok.decode(seq, skip_special_tokens=True).strip())
+            return texts, {"text_tokens": text_tokens, "encoder_s": encoder_s, "decoder_s": decoder_s}
 
         protocol = {"decoding": "greedy", "max_new_tokens": max_new,
                     "generation": "executable.generate_greedy" if generate_greedy else
                     "encoder via the executable, decoder via transformers generate()", **gen_kwargs}
-        return transcribe, protocol
+        return transcribe_many, protocol
 
     def _seq2seq_transcripts(self, run, bundle, examples) -> tuple[list[str], dict[str, Any]]:
         transcribe, protocol = self._seq2seq_decoder(run, bundle)
@@ -453,11 +470,16 @@ class SpeechRecognition(Task):
         return None if info.frames > 0 else '"audio" holds no samples'
 
     def serve_batch(self, run, bundle, bodies, protocol, context=None):
-        """Each utterance's greedy transcript, decoded as the evaluation decodes (one utterance at a time)."""
+        """Each utterance's greedy transcript, decoded as the evaluation decodes it. A Whisper batch is decoded in
+        one call (the utterances' feature windows stacked, one encoder pass and one decoder step per token for all):
+        what dynamic batching buys; a CTC model's utterances, of different lengths, one at a time."""
         rate = self._rate(bundle)
-        transcribe = (self._seq2seq_decoder(run, bundle)[0] if self._seq2seq(bundle)
-                      else self._ctc_decoder(run, bundle))
-        return [{"text": transcribe(load_audio(io.BytesIO(base64.b64decode(b["audio"])), rate))[0]} for b in bodies]
+        audios = [load_audio(io.BytesIO(base64.b64decode(b["audio"])), rate) for b in bodies]
+        if self._seq2seq(bundle):
+            texts, _ = self._seq2seq_batch_decoder(run, bundle)[0](audios)
+            return [{"text": t} for t in texts]
+        transcribe = self._ctc_decoder(run, bundle)
+        return [{"text": transcribe(a)[0]} for a in audios]
 
     def _generate_kwargs(self, model) -> dict[str, Any]:
         gen = getattr(model, "generation_config", None)
