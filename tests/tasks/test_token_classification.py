@@ -224,3 +224,27 @@ def test_dataset_without_tags_is_one_line(topic_csv, tiny_ner_dir):
     bundle = load_model(source_of(str(tiny_ner_dir)), TASK)
     with pytest.raises(SqueezebenchError, match="no word tags for token-classification"):
         TASK.prepare(load_dataset(f"csv:{topic_csv}"), bundle, fast_protocol())
+
+
+# --- serving ----------------------------------------------------------------------------------------------
+def test_served_tags_and_entities_are_the_evaluated_ones(conll_file):
+    """A served sentence gets the tags the evaluation scored (first sub-token of each word) and seqeval's entities."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
+    table = {tok.convert_tokens_to_ids(w): t for w, t in [("john", 1), ("smith", 2), ("paris", 3), ("new", 3),
+                                                           ("york", 4), ("mary", 1)]}
+    bundle = SimpleNamespace(tokenizer=tok, label_names=LABELS, newly_initialized=[])
+    ds = load_dataset(f"conll:{conll_file}")
+    bodies = [TASK.request_of(ex) for ex in ds.examples]
+    assert all(TASK.check_request(b) is None for b in bodies)
+    answers = TASK.serve_batch(LookupTagger(table), bundle, bodies, fast_protocol(seq_len=32))
+    assert answers[0]["tags"] == ["B-PER", "I-PER", "O", "B-LOC", "O"]
+    assert answers[0]["entities"] == [{"type": "PER", "start": 0, "end": 2, "text": "John Smith"},
+                                      {"type": "LOC", "start": 3, "end": 4, "text": "Paris"}]
+    assert answers[1]["entities"][-1] == {"type": "LOC", "start": 3, "end": 5, "text": "New York"}
+    text = TASK.serve_batch(LookupTagger(table), bundle, [{"text": "Mary flew home"}], fast_protocol(seq_len=32))
+    assert text[0]["tokens"] == ["Mary", "flew", "home"] and text[0]["entities"][0]["text"] == "Mary"
+    for bad in (["x"], {}, {"tokens": []}, {"tokens": ["a", ""]}, {"tokens": "a b"}, {"text": "  "}, {"text": 3}):
+        problem = TASK.check_request(bad)
+        assert problem and "\n" not in problem, bad

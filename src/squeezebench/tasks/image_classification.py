@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +18,8 @@ from squeezebench.tasks.base import EvalResult, Task, register_task
 from squeezebench.tasks.classification_common import score_logits
 
 
-def load_image(path: str, pre: ImagePreprocessing) -> torch.Tensor:
+def load_image(path, pre: ImagePreprocessing) -> torch.Tensor:
+    """An image file (a path, or a file object: a served request's bytes) resized, centre-cropped, normalised."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -110,3 +114,31 @@ class ImageClassification(Task):
         metrics, flags, ref = score_logits(logits, ds.labels, data["n_classes"], bundle, reference, top5=True)
         pre = bundle.image or ImagePreprocessing()
         return EvalResult(metrics, flags, {"examples": len(ds.examples), "preprocessing": asdict(pre)}, ref)
+
+    # --- serving ----------------------------------------------------------------------------------------------
+    def request_of(self, example):
+        return {"image": base64.b64encode(Path(example["image"]).read_bytes()).decode("ascii")}
+
+    def check_request(self, body):
+        if not isinstance(body, dict) or not isinstance(body.get("image"), str):
+            return 'the body must be a JSON object with "image": the base64 of a JPEG or PNG file'
+        try:
+            raw = base64.b64decode(body["image"], validate=True)
+        except (binascii.Error, ValueError):
+            return '"image" is not base64; send the base64 of a JPEG or PNG file'
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return '"image" is not an image file PIL can read; send a JPEG or PNG'
+        return None
+
+    def serve_batch(self, run, bundle, bodies, protocol, context=None):
+        """Each image's predicted class (index and the model's label name), preprocessed as the evaluation does."""
+        pre = bundle.image or ImagePreprocessing()
+        pixels = torch.stack([load_image(io.BytesIO(base64.b64decode(b["image"])), pre) for b in bodies])
+        names = bundle.label_names or []
+        best = run({"pixel_values": pixels}).float().argmax(-1).tolist()
+        return [{"label": names[i] if i < len(names) else str(i), "index": i} for i in best]

@@ -86,6 +86,37 @@ def tag_mapping(model_labels: Optional[list[str]], data_labels: list[str]) -> li
 
 
 # --- the task ---------------------------------------------------------------------------------------------
+def encode_words(bundle, sentences: list[list[str]], seq_len: int) -> tuple[dict[str, torch.Tensor], list[list[int]], int]:
+    """(model inputs, per sentence the position of each word's first sub-token or -1 when cut by ``seq_len``,
+    how many words were cut) for a batch of word lists, padded to the longest."""
+    enc = bundle.tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=seq_len, padding=True,
+                           return_tensors="pt")
+    firsts, cut = [], 0
+    for b, sentence in enumerate(sentences):
+        first: dict[int, int] = {}
+        for pos, w in enumerate(enc.word_ids(b)):
+            if w is not None and w not in first:
+                first[w] = pos
+        firsts.append([first.get(w, -1) for w in range(len(sentence))])
+        cut += sum(1 for w in range(len(sentence)) if w not in first)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, firsts, cut
+
+
+def predicted_tags(run, inputs: dict[str, torch.Tensor], firsts: list[list[int]], labels: list[str]) -> list[list[str]]:
+    """Each word's tag: the argmax at its first sub-token ("O" for a word cut by the length limit)."""
+    argmax = run(inputs).float().argmax(-1)
+    return [[labels[int(argmax[b, p])] if p >= 0 else "O" for p in positions] for b, positions in enumerate(firsts)]
+
+
+def entity_spans(words: list[str], tags: list[str]) -> list[dict[str, Any]]:
+    """The entities of a tag sequence as seqeval reads them (IOB, conlleval rules): type, word span [start, end)
+    and its text."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [{"type": kind, "start": start, "end": end + 1, "text": " ".join(words[start:end + 1])}
+            for kind, start, end in get_entities(list(tags))]
+
+
 @register_task
 class TokenClassification(text_common.TextTask):
     name = "token-classification"
@@ -139,18 +170,9 @@ class TokenClassification(text_common.TextTask):
         batches, cut = [], 0
         words = [ex["tokens"] for ex in dataset.examples]
         for i in range(0, len(words), protocol.eval_batch_size):
-            chunk = words[i:i + protocol.eval_batch_size]
-            enc = bundle.tokenizer(chunk, is_split_into_words=True, truncation=True, max_length=protocol.seq_len,
-                                   padding=True, return_tensors="pt")
-            firsts = []
-            for b, sentence in enumerate(chunk):
-                first: dict[int, int] = {}
-                for pos, w in enumerate(enc.word_ids(b)):
-                    if w is not None and w not in first:
-                        first[w] = pos
-                firsts.append([first.get(w, -1) for w in range(len(sentence))])
-                cut += sum(1 for w in range(len(sentence)) if w not in first)
-            batches.append(({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, firsts))
+            inputs, firsts, n_cut = encode_words(bundle, words[i:i + protocol.eval_batch_size], protocol.seq_len)
+            batches.append((inputs, firsts))
+            cut += n_cut
         return {"dataset": dataset, "gold": gold, "batches": batches, "words_without_token": cut}
 
     def example_inputs(self, bundle, data, protocol):
@@ -199,3 +221,27 @@ class TokenClassification(text_common.TextTask):
                  "tokenizer": type(tok).__name__, "tokenizer_name": getattr(tok, "name_or_path", ""),
                  "dataset_fingerprint": data["dataset"].fingerprint()}
         return EvalResult(metrics, flags, proto, {"predictions": flat, "lengths": lengths})
+
+    # --- serving ----------------------------------------------------------------------------------------------
+    def request_of(self, example):
+        return {"tokens": list(example["tokens"])}
+
+    def check_request(self, body):
+        if not isinstance(body, dict):
+            return 'the body must be a JSON object with "tokens" (a list of words) or "text" (split on spaces)'
+        if "tokens" in body:
+            words = body["tokens"]
+            if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+                return '"tokens" must be a non-empty list of non-empty word strings, e.g. ["Alice", "visited", "Paris"]'
+            return None
+        if not isinstance(body.get("text"), str) or not body["text"].split():
+            return 'send "tokens" (a list of words) or a non-empty "text" (split on spaces into words)'
+        return None
+
+    def serve_batch(self, run, bundle, bodies, protocol, context=None):
+        """Each sentence's word tags and entities, scored as the evaluation scores them (first sub-token of each
+        word, at most --seq-len tokens)."""
+        sentences = [list(b["tokens"]) if "tokens" in b else b["text"].split() for b in bodies]
+        inputs, firsts, _ = encode_words(bundle, sentences, protocol.seq_len)
+        tags = predicted_tags(run, inputs, firsts, bundle.label_names)
+        return [{"tokens": words, "tags": t, "entities": entity_spans(words, t)} for words, t in zip(sentences, tags)]
