@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_args(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    serve.add_argument("--warmup-body", type=Path, help="a JSON file with the request of the warm-up call (default: "
+                       "the first evaluation example; a node without the dataset gets one this way)")
 
     load = sub.add_parser("loadtest", help="drive a served variant with MLPerf LoadGen: p50..p99.9 latency, QPS, "
                           "peak QPS at a p99 bound; recorded as the variant's serving section")
@@ -170,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--clients", type=_positive_int, default=64, help="concurrent client connections at most")
     load.add_argument("--allow-remote", action="store_true",
                       help="allow a URL that is not on this machine's loopback (only a machine you may load)")
+    load.add_argument("--executor", choices=["local", "ray"], default="local",
+                      help="local: the service (for a results folder) and LoadGen on this machine (default); ray: "
+                      "the service on a Ray node that offers what the variant needs, LoadGen on another node")
+    load.add_argument("--ray-address", help="with --executor ray: the cluster to join (host:port or auto; default "
+                      "$RAY_ADDRESS, else auto)")
+    load.add_argument("--ray-resources", metavar="JSON", help="with --executor ray: custom Ray resources the service "
+                      "asks for, per device, method or METHOD@DEVICE, e.g. '{\"cpu\": {\"node_type_a\": 0.01}}'")
 
     meth = sub.add_parser("methods", help="list compression methods, their parameters and where they are defined; "
                           "with --model and --task: which apply to that model, and why the others do not")
@@ -321,7 +331,7 @@ def _say(line: str) -> None:
 def cmd_serve(args) -> int:
     from squeezebench.serving.server import run_serve
 
-    return run_serve(args.results, _serve_options(args), args.host, args.port, say=_say)
+    return run_serve(args.results, _serve_options(args), args.host, args.port, say=_say, warmup_body=args.warmup_body)
 
 
 def cmd_loadtest(args) -> int:
@@ -329,8 +339,20 @@ def cmd_loadtest(args) -> int:
 
     settings = LoadSettings(args.scenario, args.p99_ms, args.target_qps, args.duration_s, args.min_queries,
                             args.clients, max_steps=args.max_steps)
-    section, path, logs = run_loadtest(args.target, _serve_options(args), settings, args.find_peak,
-                                       args.allow_remote, args.plugin, say=_say)
+    if args.executor == "ray":
+        from squeezebench.serving.ray_placement import ray_loadtest
+
+        if re.match(r"^[a-z]+://", args.target) or not Path(args.target).is_dir():
+            raise SqueezebenchError(f"--executor ray starts the service itself: pass a results folder, not "
+                                    f"{args.target!r}")
+        section, path, logs = ray_loadtest(Path(args.target), _serve_options(args), settings, args.find_peak,
+                                           args.ray_address, args.ray_resources, args.allow_remote, args.plugin,
+                                           say=_say)
+    else:
+        if args.ray_address or args.ray_resources:
+            raise SqueezebenchError("--ray-address and --ray-resources need --executor ray")
+        section, path, logs = run_loadtest(args.target, _serve_options(args), settings, args.find_peak,
+                                           args.allow_remote, args.plugin, say=_say)
     rate = f"peak {section.peak_qps:.1f} QPS" if section.peak_qps else f"{section.achieved_qps or 0:.1f} QPS"
     p99 = f"{section.p99_ms:.1f}" if section.p99_ms is not None else "?"
     print(f"{section.scenario}: {rate}, p99 {p99} ms (bound {section.p99_bound_ms:g}), LoadGen {section.verdict}"

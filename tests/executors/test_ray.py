@@ -348,3 +348,65 @@ def test_an_address_nobody_answers_is_a_one_line_error_at_once(tmp_path, image_d
     port = ray_cluster.free_ports(1)[0]
     with pytest.raises(SqueezebenchError, match=f"no Ray head node answers at 127.0.0.1:{port}"):
         RayExecutor(address=f"127.0.0.1:{port}").execute(_driver(tmp_path, image_dir, [])[0].units, None)
+
+
+# --- loadtest --executor ray: the service on the node its resources name, LoadGen on the other one -----------------
+@needs_ray
+@pytest.mark.integration
+def test_loadtest_on_ray_puts_the_service_and_loadgen_on_two_nodes(cluster, tmp_path, image_dir):
+    config = RunConfig(models=["python:tests.helpers_models:tiny_cnn"], task="image-classification",
+                       methods=["original"], dataset=f"image-dir:{image_dir}", out=tmp_path / "out", team="t",
+                       protocol=fast_protocol())
+    (rec,) = Runner(config).run()
+    assert rec.ok
+    argv = [sys.executable, "-m", "squeezebench", "loadtest", str(tmp_path / "out"), "--method", "original",
+            "--scenario", "offline", "--p99-ms", "5000", "--duration-s", "1", "--min-queries", "24",
+            "--executor", "ray", "--ray-address", cluster.address, "--ray-resources", '{"cpu": {"node_b": 1}}']
+    proc = subprocess.run(argv, env=cluster.env, cwd=cluster.root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    (rec,) = records(tmp_path / "out")
+    serving = rec["serving"]
+    service_node, client_node = cluster.node_with("node_b"), cluster.node_with("node_a")
+    assert serving["placement"].startswith(f"Ray: server on node {service_node[:8]} ")
+    assert f"LoadGen client on node {client_node[:8]} " in serving["placement"]
+    assert serving["queries"] >= 24 and serving["errors"] == 0 and serving["achieved_qps"] > 0
+    logs = Path(serving["log_dir"])
+    assert (logs / "offline" / "mlperf_log_summary.txt").is_file() and (logs / "serve.log").is_file()
+    assert "ready: POST" in (logs / "serve.log").read_text()
+
+
+def test_loadtest_on_ray_needs_two_nodes_and_what_the_service_asks_for():
+    from squeezebench.serving.ray_placement import check_two_nodes
+
+    def nodes(*resources):
+        return [{"Alive": True, "NodeID": f"n{i}", "Resources": r} for i, r in enumerate(resources)]
+
+    with pytest.raises(SqueezebenchError, match="has 1 node"):
+        check_two_nodes(nodes({"CPU": 4}), Request(num_cpus=1), "h:1")
+    with pytest.raises(SqueezebenchError, match="missing GPU"):
+        check_two_nodes(nodes({"CPU": 4}, {"CPU": 4}), Request(num_cpus=1, num_gpus=1), "h:1")
+    with pytest.raises(SqueezebenchError, match="no node with a free CPU for the load generator"):
+        check_two_nodes(nodes({"CPU": 4, "GPU": 1}, {"GPU": 1}), Request(num_cpus=1, num_gpus=1), "h:1")
+    check_two_nodes(nodes({"CPU": 1, "GPU": 1}, {"CPU": 1}), Request(num_cpus=1, num_gpus=1), "h:1")
+
+
+def test_ray_placement_options_need_the_ray_executor(tmp_path, capsys):
+    from squeezebench.cli import main
+
+    assert main(["loadtest", str(tmp_path), "--method", "original", "--p99-ms", "100", "--target-qps", "1",
+                 "--ray-address", "auto"]) == 2
+    assert "need --executor ray" in capsys.readouterr().err
+    assert main(["loadtest", "http://127.0.0.1:9", "--method", "original", "--p99-ms", "100", "--target-qps", "1",
+                 "--executor", "ray"]) == 2
+    assert "pass a results folder" in capsys.readouterr().err
+
+
+def test_the_service_listens_on_loopback_only_when_loadgen_shares_its_machine():
+    from squeezebench.serving.ray_placement import bind_address
+
+    nodes = [{"NodeID": "a", "NodeManagerAddress": "10.0.0.5"}, {"NodeID": "b", "NodeManagerAddress": "10.0.0.5"},
+             {"NodeID": "c", "NodeManagerAddress": "10.0.0.6"}]
+    assert bind_address("a", "b", nodes) == "127.0.0.1"
+    assert bind_address("a", "c", nodes) == "10.0.0.5"
+    with pytest.raises(SqueezebenchError, match="left the cluster"):
+        bind_address("x", "c", nodes)

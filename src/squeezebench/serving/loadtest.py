@@ -403,19 +403,21 @@ def wait_ready(host: str, port: int, timeout_s: float, alive: Callable[[], bool]
     raise SqueezebenchError(f"the service at {host}:{port} was not ready within {timeout_s:g} s")
 
 
-def start_service(results: Path, options, log_path: Path, plugins: list[str], ready_timeout_s: float = 900.0) -> Target:
-    """``squeezebench serve ... --host 127.0.0.1 --port 0`` in a subprocess; returns once it is ready."""
+def start_service(results: Path, options, log_path: Path, plugins: list[str], ready_timeout_s: float = 900.0,
+                  host: str = "127.0.0.1", extra_args: Optional[list[str]] = None) -> Target:
+    """``squeezebench serve ... --host HOST --port 0`` in a subprocess; returns once it is ready."""
     import subprocess
     import sys
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "squeezebench", *[a for p in plugins for a in ("--plugin", p)], "serve",
-           str(results), *options.args(), "--host", "127.0.0.1", "--port", "0"]
+           str(results), *options.args(), *(extra_args or []), "--host", host, "--port", "0"]
     with open(log_path, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ))
     host_port = None
     deadline = time.monotonic() + ready_timeout_s
     for line in proc.stdout:  # the first line names the address; loading the model follows
+        _append(log_path, line)
         match = re.search(r"http://(\[[^\]]+\]|[^:/\s]+):(\d+)", line)
         if match:
             host_port = match.group(1).strip("[]"), int(match.group(2))
@@ -425,13 +427,19 @@ def start_service(results: Path, options, log_path: Path, plugins: list[str], re
     if host_port is None:
         proc.wait(timeout=30)
         raise SqueezebenchError(f"the service did not start (exit code {proc.returncode}); its log: {log_path}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its stdout drained
+    # its stdout (ready, stopped) is drained into the log beside its stderr
+    threading.Thread(target=lambda: [_append(log_path, line) for line in proc.stdout], daemon=True).start()
     try:
         info = wait_ready(*host_port, ready_timeout_s, alive=lambda: proc.poll() is None)
     except BaseException:
         stop_service(proc)
         raise
     return Target(host_port[0], host_port[1], info, proc)
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
 
 
 def stop_service(proc, timeout_s: float = 40.0) -> Optional[int]:

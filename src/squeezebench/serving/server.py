@@ -333,9 +333,10 @@ class ServeOptions:
 
 
 def run_serve(results, options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
-              say: Callable[[str], None] = lambda s: None) -> int:
+              say: Callable[[str], None] = lambda s: None, warmup_body: Optional[Path] = None) -> int:
     """``squeezebench serve``: find the variant, listen (so that a port in use fails before a slow load), load it,
-    serve until SIGTERM/SIGINT. ``say`` gets the lines a user reads (the first one names the URL)."""
+    serve until SIGTERM/SIGINT. ``say`` gets the lines a user reads (the first one names the URL); ``warmup_body``:
+    a JSON request for the warm-up call instead of the first evaluation example (a Ray node may not have the data)."""
     from squeezebench.serving.variant import evaluation_bodies, load_served
 
     device, max_batch, window_ms = options.device, options.max_batch, options.window_ms
@@ -349,6 +350,12 @@ def run_serve(results, options: ServeOptions, host: str = "127.0.0.1", port: int
         served = load_served(results, record, device, options.threads)
         service.check = served.check
         service.info = info_of(served, max_batch, window_ms)
+        if warmup_body is not None:
+            try:
+                body = json.loads(Path(warmup_body).read_text())
+            except (OSError, ValueError) as exc:
+                raise SqueezebenchError(f"--warmup-body {str(warmup_body)!r} is not a readable JSON file ({exc})") from None
+            return served.answer, body
         return served.answer, evaluation_bodies(record)[0]
 
     def ready():
