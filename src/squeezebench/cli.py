@@ -85,6 +85,8 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--also", nargs="+", default=[], choices=OBJECTIVES,
                    help="further objectives: the search returns their Pareto front (NSGA-II)")
     p.add_argument("--budget", default="30m", help="wall time of the whole search, e.g. 30m, 2h (default 30m)")
+    p.add_argument("--retry-failed", action="store_true", help="on resume, measure again the trials that failed "
+                   "(e.g. after installing what they lacked); they count against the budget again")
     p.add_argument("--trials", type=_positive_int, default=30, help="candidates proposed at most (default 30)")
     p.add_argument("--screen-limit", type=_positive_int, default=200,
                    help="examples of the screening rung (successive halving; default 200)")

@@ -140,6 +140,9 @@ def test_resumes_after_a_kill(tmp_path):
     assert not set(done) & set(again)  # finished trials are not measured again
     assert again[0] == running[0]  # the interrupted one is measured first
     assert outcome.recommended.chain == "quant+export" and len(outcome.trials) == 7
+    spent = Search(CANDIDATES, FakeEvaluator(), settings(budget=1e-9), path).run()  # resumed with its budget spent
+    assert spent.recommended.chain == "quant+export"  # the outcome of what was measured, nothing new
+    assert any("spent by the 7 trials of this state; nothing new ran" in p for p in spent.problems), spent.problems
     with pytest.raises(SqueezebenchError, match="other settings"):
         Search(CANDIDATES, FakeEvaluator(), settings(tolerance="2pt"), path)
 
@@ -303,3 +306,40 @@ def test_a_candidate_within_tolerance_on_the_screen_that_could_win_is_promoted(t
     assert by_chain["mid"].screen.within and by_chain["mid"].full is not None  # promoted though not in the top third
     assert by_chain["fastnoisy2"].full is None and by_chain["fastnoisy3"].full is None  # neither within nor fastest
     assert outcome.recommended.chain == "mid"
+
+
+def test_a_state_from_before_a_new_optional_protocol_field_resumes(tmp_path):
+    """A protocol field added later and left at None (--calibration-dataset) does not make an older state "another
+    search"; a value given for it does."""
+    from squeezebench.search.state import State
+
+    path = tmp_path / "search.json"
+    old = {"model": "m", "protocol": {"threads": 1, "limit": 40}}
+    State.load(path, old).save(path)
+    State.load(path, {"model": "m", "protocol": {"threads": 1, "limit": 40, "calibration_dataset": None}})
+    with pytest.raises(SqueezebenchError, match="other settings \\(protocol\\)"):
+        State.load(path, {"model": "m", "protocol": {"threads": 1, "limit": 40, "calibration_dataset": "csv:x"}})
+
+
+def test_retry_failed_measures_failed_trials_again_on_resume(tmp_path):
+    """A trial that failed (a missing dependency, a broken build) stays failed on a plain resume and is measured
+    again with retry_failed; the outcome then counts it."""
+    class Broken(FakeEvaluator):
+        def evaluate(self, chain, rung):
+            if "quant" in chain:
+                self.calls.append((chain, rung.name))
+                return TrialResult("failed: ImportError: no module named quantlib")
+            return super().evaluate(chain, rung)
+
+    path = tmp_path / "search.json"
+    first = Search(CANDIDATES, Broken(), settings(), path).run()
+    failed = sorted(t.chain for t in first.trials if t.status == "failed")
+    assert failed and all("quant" in c for c in failed) and first.recommended.chain != "quant+export"
+    plain = FakeEvaluator()
+    Search(CANDIDATES, plain, settings(), path).run()  # trial budget reached: nothing is measured again
+    assert [c for c, _ in plain.calls if c != "original"] == []
+    again = FakeEvaluator()
+    outcome = Search(CANDIDATES, again, settings(), path, retry_failed=True).run()
+    assert sorted({c for c, _ in again.calls if c != "original"}) == failed
+    assert not any(t.status == "failed" for t in outcome.trials)
+    assert outcome.recommended.chain == "quant+export"

@@ -58,7 +58,7 @@ def run_search(args, config, say: Callable[[str], None]) -> int:
            "protocol": config.protocol.to_dict(), "max_transforms": args.max_transforms,
            "include": args.include, "exclude": args.exclude}
     search = Search(candidates, RunnerEvaluator(config, objectives), settings, state, key, say=say,
-                    text=quality_text(args.task))
+                    text=quality_text(args.task), retry_failed=args.retry_failed)
     outcome = search.run()
     lines = describe(outcome, objectives)
     for line in lines:

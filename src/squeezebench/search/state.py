@@ -74,8 +74,9 @@ class State:
                                     "move it away to start a new search") from None
         if state.version > STATE_VERSION:
             raise SqueezebenchError(f"{path} was written by a newer squeezebench (state v{state.version}); upgrade")
-        if state.settings != settings:
-            changed = sorted(k for k in set(settings) | set(state.settings) if settings.get(k) != state.settings.get(k))
+        if _comparable(state.settings) != _comparable(settings):
+            a, b = _comparable(settings), _comparable(state.settings)
+            changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise SqueezebenchError(f"{path} holds a search with other settings ({', '.join(changed)}); resume it "
                                     "with the same options, or use another --out")
         return state
@@ -89,3 +90,12 @@ def _trial(raw: dict[str, Any]) -> Trial:
     if raw.get("status") not in STATUSES:
         raise ValueError(f"unknown trial status {raw.get('status')!r}")
     return Trial(**raw)
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as compared on resume: protocol fields left at None are dropped, so a state written before a new
+    optional protocol field existed (e.g. --calibration-dataset) resumes as long as the new field is not given."""
+    protocol = settings.get("protocol")
+    if not isinstance(protocol, dict):
+        return settings
+    return {**settings, "protocol": {k: v for k, v in protocol.items() if v is not None}}

@@ -90,8 +90,9 @@ class Outcome:
 class Search:
     def __init__(self, candidates: Candidates, evaluator: Evaluator, settings: Settings, state_path: Path,
                  extra_key: Optional[dict[str, Any]] = None, clock: Callable[[], float] = time.monotonic,
-                 say: Callable[[str], None] = log.info, text: QualityText = QualityText()):
+                 say: Callable[[str], None] = log.info, text: QualityText = QualityText(), retry_failed: bool = False):
         self.candidates, self.evaluator, self.settings, self.text = candidates, evaluator, settings, text
+        self.retry_failed = retry_failed  # on resume, trials whose screening failed are measured again
         self.state_path, self.clock, self.say = Path(state_path), clock, say
         self.state = State.load(self.state_path, {**settings.key(), **(extra_key or {})})
         self.problems: list[str] = []
@@ -291,8 +292,18 @@ class Search:
         self._measure_baseline(st.screen)
         self._measure_baseline(st.full)
         if self._left() <= 0:
-            self.problems.append(f"the budget ({st.budget_s:.0f} s) was spent measuring the original; no trial ran")
+            if self.state.trials:  # a resumed search whose budget its earlier trials spent
+                self.problems.append(f"the budget ({st.budget_s:.0f} s) was spent by the {len(self.state.trials)} "
+                                     "trials of this state; nothing new ran (pass a larger --budget to go on)")
+            else:
+                self.problems.append(f"the budget ({st.budget_s:.0f} s) was spent measuring the original; no trial "
+                                     "ran")
             return self.outcome()
+        if self.retry_failed:  # e.g. a dependency installed since, or a broken build fixed: measured again first
+            for trial in [t for t in self.state.trials if t.status == "failed"]:
+                self.say(f"trial {trial.number}: {trial.chain} failed before ({trial.note[:120]}); measured again")
+                trial.status, trial.screen, trial.full, trial.note = "running", None, None, ""
+            self._save()
         study = self._study()
         for trial in [t for t in self.state.trials if t.status == "running"]:  # killed mid-trial: measure it again
             self.say(f"trial {trial.number}: {trial.chain} (resumed)")
