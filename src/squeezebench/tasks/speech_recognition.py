@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import re
 import statistics
 import time
@@ -27,11 +28,14 @@ from squeezebench.tasks.base import EvalResult, Task, UnitOfWork, register_task
 from squeezebench.tasks.data_audio import audio_duration_s, audio_rows, load_audio
 from squeezebench.tasks.metrics import (CER, DECODER_MS, RTF, TRANSCRIPT_AGREEMENT, WER, bootstrap_ci, metric_value)
 
+log = logging.getLogger(__name__)
+
 MAX_NEW_TOKENS = 128  # greedy decoding limit per utterance (Whisper)
 CTC_SECONDS = 10.0  # fixed audio length of the CTC latency input
 CALIBRATION_TOKENS = 64  # teacher-forced decoder tokens per Whisper calibration input
 PROMPT_TOKENS = 4  # Whisper's longest forced prompt (start of transcript, language, task, no timestamps)
 ENCODER_TIMING_REPEATS = 3
+PROGRESS_EVERY_S = 10.0  # a progress line at least this often while pseudo-labelling
 WORK_UTTERANCES = 8  # utterances the per-utterance inference time cycles through (--work-examples)
 
 
@@ -268,8 +272,13 @@ class SpeechRecognition(Task):
         pad = next((p for p in (getattr(tok, "pad_token_id", None), cfg.pad_token_id, cfg.eos_token_id)
                     if p is not None), 0)
         out, changed = [], 0
+        t0 = last = time.perf_counter()
         with torch.no_grad():
-            for item in inputs:
+            for i, item in enumerate(inputs):
+                if time.perf_counter() - last >= PROGRESS_EVERY_S:  # minutes of decoding before training starts
+                    last = time.perf_counter()
+                    log.info("pseudo-labels: %d/%d utterances transcribed by the teacher (%.0f s, ETA %.0f s)", i,
+                             len(inputs), last - t0, (last - t0) / i * (len(inputs) - i))
                 n = item["decoder_input_ids"].shape[-1]
                 ids = teacher.generate(input_features=item["input_features"], max_new_tokens=max(1, n - PROMPT_TOKENS),
                                        do_sample=False, num_beams=1)[0, :n].tolist()
