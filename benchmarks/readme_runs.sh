@@ -97,19 +97,23 @@ run_serving_minilm() {
 # Whisper tiny.en served per utterance (base64 audio -> transcript): the original and its best variant measured into
 # results/whisper-serving (40 speech-synth utterances, the queries), then each load-tested with the server on core 1
 # and LoadGen on core 0. Bound 3000 ms: about 3x the original's single-utterance time (~0.9 s), so that both
-# variants have a peak to find. Unbatched only: the speech task transcribes a batch one utterance at a time.
+# variants have a peak to find. Without and with dynamic batching (a Whisper batch is decoded in one call: the
+# utterances' 30-s feature windows stacked, one encoder pass, one decoder step per token for all).
 run_serving_whisper() {
-  $SB run $T --team "$TEAM" --out results/whisper-serving --model offline:whisper-tiny.en --task speech-recognition \
+  local out=${SERVING_OUT:-results/whisper-serving}
+  $SB run $T --team "$TEAM" --out "$out" --model offline:whisper-tiny.en --task speech-recognition \
     --dataset "audio-dir:$SPEECH" --limit 40 --devices cpu --methods original onnx-int8-dynamic
   local port=8102
   for method in original onnx-int8-dynamic; do
-    # shellcheck disable=SC2086
-    taskset -c 1 .venv/bin/squeezebench serve results/whisper-serving --method "$method" $T --port $port &
-    local pid=$!
-    for _ in $(seq 300); do curl -sf "127.0.0.1:$port/ready" >/dev/null && break; sleep 1; done
-    taskset -c 0 .venv/bin/squeezebench loadtest "http://127.0.0.1:$port" --method "$method" --scenario server \
-      --p99-ms "${P99_MS:-3000}" --find-peak --max-steps "${STEPS:-4}" --duration-s 30 --min-queries "${MIN_QUERIES:-60}"
-    kill -TERM "$pid"; wait "$pid"
+    for batching in "" "--max-batch ${MAX_BATCH:-4} --batch-window-ms 20"; do
+      # shellcheck disable=SC2086
+      taskset -c 1 .venv/bin/squeezebench serve "$out" --method "$method" $T --port $port $batching &
+      local pid=$!
+      for _ in $(seq 300); do curl -sf "127.0.0.1:$port/ready" >/dev/null && break; sleep 1; done
+      taskset -c 0 .venv/bin/squeezebench loadtest "http://127.0.0.1:$port" --method "$method" --scenario server \
+        --p99-ms "${P99_MS:-3000}" --find-peak --max-steps "${STEPS:-4}" --duration-s 30 --min-queries "${MIN_QUERIES:-60}"
+      kill -TERM "$pid"; wait "$pid"
+    done
   done
 }
 
@@ -121,12 +125,31 @@ run_whisper_student() {
     "student:decoder_layers=2,steps=${STUDENT_STEPS:-200},batch_size=4,budget_s=${STUDENT_BUDGET_S:-900}"
 }
 
+# the same student trained on the 200 speech-synth utterances (--calibration-dataset) and evaluated on the 4 real
+# LibriSpeech utterances, beside the original on them
+run_whisper_student_librispeech() {
+  $SB run $T --team "$TEAM" --out results/whisper-student-librispeech --model offline:whisper-tiny.en \
+    --task speech-recognition --dataset "audio-dir:$LIBRISPEECH" --calibration-dataset "audio-dir:$SPEECH" \
+    --devices cpu --methods original \
+    "student:decoder_layers=2,steps=${STUDENT_STEPS:-200},batch_size=4,budget_s=${STUDENT_BUDGET_S:-900}"
+}
+
 # SmolLM2-135M (30 layers) distilled into a 15-layer student (every other layer) on the BBC News text outside the 60
 # evaluated articles; perplexity and decode tok/s, as run_smollm2 measures the original
 run_smollm2_student() {
   $SB run $T --team "$TEAM" --out results/smollm2-student --model offline:smollm2-135m --task causal-lm \
     --dataset bbc-news --limit 60 --ppl-max-tokens 4096 --devices cpu --methods original \
     "student:layers=15,steps=${STUDENT_STEPS:-300},budget_s=${STUDENT_BUDGET_S:-600}"
+}
+
+# the 15-layer student chained into llama.cpp's Q4_0 (needs llama-cpp-python: pip install -e '.[llamacpp]'), beside
+# the original, the original in Q4_0 and the student alone, one run; the chain reuses the student's training
+# checkpoint (artifacts/<model>/_training) instead of training it again
+run_smollm2_student_gguf() {
+  $SB run $T --team "$TEAM" --out results/smollm2-student-gguf --model offline:smollm2-135m --task causal-lm \
+    --dataset bbc-news --limit 60 --ppl-max-tokens 4096 --devices cpu --methods original gguf-q4_0 \
+    "student:layers=15,steps=${STUDENT_STEPS:-300},budget_s=${STUDENT_BUDGET_S:-600}" \
+    "student:layers=15,steps=${STUDENT_STEPS:-300},budget_s=${STUDENT_BUDGET_S:-600}+gguf-q4_0"
 }
 
 # search (Optuna TPE + successive halving) for the fastest MiniLM variant within 1 point (paired interval), 30 minutes,
@@ -138,6 +161,14 @@ run_search_minilm() {
   $SB run $T --team "$TEAM" --out "$out" --model offline:all-minilm-l6-v2 --task sentence-embedding \
     --dataset bbc-news --limit 500 --devices cpu --methods \
     prune-structured:ratio=0.3+distill+openvino-int8
+}
+
+# search for the fastest Whisper tiny.en variant within 2 WER points (paired interval over the 40 utterances), 30 minutes:
+# its front of WER (%) and per-utterance time; screening on 12 utterances
+run_search_whisper() {
+  $SB search $T --team "$TEAM" --out "${SEARCH_OUT:-results/whisper-search}" --model offline:whisper-tiny.en \
+    --task speech-recognition --dataset "audio-dir:$SPEECH" --limit 40 --max-drop 2pt --objective cpu_ms \
+    --budget "${SEARCH_BUDGET:-30m}" --screen-limit 12 --max-transforms 1
 }
 
 # SmolLM2-135M-Instruct writing BBC headlines (chat template), scored by BLEU / chrF / ROUGE-L
