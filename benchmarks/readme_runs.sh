@@ -168,7 +168,7 @@ run_search_minilm() {
 run_search_whisper() {
   $SB search $T --team "$TEAM" --out "${SEARCH_OUT:-results/whisper-search}" --model offline:whisper-tiny.en \
     --task speech-recognition --dataset "audio-dir:$SPEECH" --limit 40 --max-drop 2pt --objective cpu_ms \
-    --budget "${SEARCH_BUDGET:-30m}" --screen-limit 12 --max-transforms 1
+    --budget "${SEARCH_BUDGET:-30m}" --screen-limit 12 --max-transforms 1 ${SEARCH_EXTRA:-}
 }
 
 # SmolLM2-135M-Instruct writing BBC headlines (chat template), scored by BLEU / chrF / ROUGE-L

@@ -300,8 +300,11 @@ class Search:
                                      "ran")
             return self.outcome()
         if self.retry_failed:  # e.g. a dependency installed since, or a broken build fixed: measured again first
-            for trial in [t for t in self.state.trials if t.status == "failed"]:
-                self.say(f"trial {trial.number}: {trial.chain} failed before ({trial.note[:120]}); measured again")
+            for trial in [t for t in self.state.trials
+                          if t.status == "failed" or (t.full is not None and t.full.status != "ok")]:
+                why = trial.note or (trial.full.status if trial.full is not None else "")
+                self.say(f"trial {trial.number}: {trial.chain} failed before ({why[:120]}); measured again")
+                # (a screen that succeeded is resumed from its record by the runner, not measured again)
                 trial.status, trial.screen, trial.full, trial.note = "running", None, None, ""
             self._save()
         study = self._study()
