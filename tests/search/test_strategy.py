@@ -343,3 +343,20 @@ def test_retry_failed_measures_failed_trials_again_on_resume(tmp_path):
     assert sorted({c for c, _ in again.calls if c != "original"}) == failed
     assert not any(t.status == "failed" for t in outcome.trials)
     assert outcome.recommended.chain == "quant+export"
+
+
+def test_retry_failed_also_retries_a_failed_full_rung(tmp_path):
+    class FullBroken(FakeEvaluator):
+        def evaluate(self, chain, rung):
+            if chain == "quant+export" and rung.name == FULL:
+                self.calls.append((chain, rung.name))
+                return TrialResult("failed: the full run was killed")
+            return super().evaluate(chain, rung)
+
+    path = tmp_path / "search.json"
+    first = Search(CANDIDATES, FullBroken(), settings(), path).run()
+    assert any(t.chain == "quant+export" and t.full is not None and t.full.status != "ok" for t in first.trials)
+    assert first.recommended is None or first.recommended.chain != "quant+export"
+    again = FakeEvaluator()
+    outcome = Search(CANDIDATES, again, settings(), path, retry_failed=True).run()
+    assert ("quant+export", FULL) in again.calls and outcome.recommended.chain == "quant+export"
