@@ -20,7 +20,6 @@ from typing import Any
 from squeezebench.atomic import atomic_write_json
 from squeezebench.variant import Job
 
-EVALUATED_ALL = 1 << 30  # "every evaluated example" for Task.calibration_inputs (MethodContext.evaluated)
 TRAINING_DIR = "_training"  # beside a model's artifacts: training checkpoints kept across runs (MethodContext.work_dir)
 
 
@@ -112,7 +111,7 @@ def build(job: Job) -> dict[str, Any]:
 
     ctx = MethodContext(task=task, bundle=bundle, device=job.build_device, protocol=protocol,
                         calibration=calibration,
-                        evaluated=lambda: task.calibration_inputs(bundle, data, protocol, EVALUATED_ALL),
+                        evaluated=lambda: task.evaluated_inputs(bundle, data, protocol),
                         work_dir=directory.parent / TRAINING_DIR)
     for config in chain:
         method = METHODS.get(config.name)

@@ -219,12 +219,26 @@ def test_budget_note_known_answers():
     assert downsample_curve([4.0, 2.0, 3.0, 1.0], points=2) == [[2, 3.0], [4, 2.0]]
 
 
+@pytest.mark.parametrize("module, kept", [(_bert, [0, 2]), (_whisper, [0, 3])])
+def test_a_bare_student_keeps_half_the_layers(module, kept, tmp_path):
+    """``student`` with no layer count is what a search tries: half the layers (half the decoder's)."""
+    task = TASKS.get("speech-recognition" if module is _whisper else "text-classification")
+    g = torch.Generator().manual_seed(0)
+    inputs = ([{"input_features": torch.randn(1, 16, 20, generator=g),
+                "decoder_input_ids": torch.randint(3, 96, (1, 8), generator=g)} for _ in range(6)]
+              if module is _whisper else [{"input_ids": torch.randint(3, 128, (1, 8), generator=g),
+                 "attention_mask": torch.ones(1, 8, dtype=torch.long)} for _ in range(6)])
+    ctx = _ctx(module(), task, inputs[:4], inputs[4:])
+    assert METHODS.get("student").check(parse_chain("student")[0], ctx) is None
+    apply_chain(ctx.bundle, parse_chain("student:steps=2,batch_size=2"), ctx, tmp_path)
+    assert ctx.facts["student"]["kept_layers"] == kept and ctx.facts["student"]["teacher_layers"] == 4
+
+
 # --- refusals -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, module, expected", [
     ("student:layers=4", _bert, "layers=4 keeps all 4 layers of the teacher; give fewer (e.g. layers=2)"),
     ("student:layers=7", _bert, "layers=7 keeps all 4 layers"),
-    ("student", _bert, "give layers=N (e.g. student:layers=3)"),
     ("student:decoder_layers=2", _bert, "decoder_layers is for encoder-decoder models"),
     ("student:layers=1", _whisper, "an encoder-decoder model keeps its encoder: give decoder_layers=N"),
     ("student:decoder_layers=4", _whisper, "decoder_layers=4 keeps all 4 layers"),

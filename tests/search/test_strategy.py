@@ -264,24 +264,39 @@ def test_exports_alone_start_at_their_defaults(tmp_path):
         assert config == METHODS.get(config.name).config_cls(), chain  # every searched parameter at its default
 
 
+class ScreenedBySpeed:
+    """Records the screened chains in order; a chain's time is its last link's (``slow`` 9 ms, ``fast`` 3 ms)."""
+
+    speed = {"slow": 9.0, "fast": 3.0}
+
+    def __init__(self):
+        self.chains = []
+
+    def evaluate(self, chain, rung):
+        if chain != "original" and rung.name == SCREEN:
+            self.chains.append(chain)
+        return TrialResult("ok", {"cpu_ms": self.speed.get(chain.split("+")[-1], 5.0), "size_mb": 1.0},
+                           Scores.of(ORIGINAL))
+
+
 def test_then_float_keeping_transforms_end_with_the_fastest_export(tmp_path):
     space = Candidates(("quant", "prune"), ("fix",), ("slow", "fast"), float_keeping=frozenset({"prune", "fix"}),
                        max_transforms=2)
-    speed = {"slow": 9.0, "fast": 3.0}
-
-    class BySpeed:
-        def __init__(self):
-            self.chains = []
-
-        def evaluate(self, chain, rung):
-            if chain != "original" and rung.name == SCREEN:
-                self.chains.append(chain)
-            return TrialResult("ok", {"cpu_ms": speed.get(chain.split("+")[-1], 5.0), "size_mb": 1.0},
-                               Scores.of(ORIGINAL))
-
-    ev = BySpeed()
+    ev = ScreenedBySpeed()
     Search(space, ev, settings(trials=4), tmp_path / "s.json").run()
     assert ev.chains == ["slow", "fast", "prune+fast", "prune+fix+fast"]
+
+
+def test_second_stage_tries_every_transform_with_the_export_before_recoveries_and_none_after_a_student(tmp_path):
+    """Shorter chains first (a budget that ends mid-stage has tried each transform once), and no recovery after a
+    transform trained on the original already (a student): distilling it again towards its teacher repeats it."""
+    space = Candidates(("prune", "quant", "student"), ("fix",), ("slow", "fast"),
+                       float_keeping=frozenset({"prune", "fix", "student"}), max_transforms=2,
+                       trained_on_original=frozenset({"student"}))
+    ev = ScreenedBySpeed()
+    Search(space, ev, settings(trials=12), tmp_path / "s.json").run()
+    assert ev.chains[:5] == ["slow", "fast", "prune+fast", "student+fast", "prune+fix+fast"]
+    assert not any(ch.startswith("student+fix") for ch in ev.chains)  # nor does the sampler compose one
 
 
 def test_a_candidate_within_tolerance_on_the_screen_that_could_win_is_promoted(tmp_path):

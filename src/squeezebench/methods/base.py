@@ -191,6 +191,9 @@ class Method:
     keeps_float: the transform leaves plain float32 nn.Linear/Conv weights that any later link can work on
         (structured pruning, distillation, student); a quantizer does not, nor do clustering and unstructured
         pruning (packed or CSR modules replace the layers), so the search follows them by a runtime choice only.
+    trains_on_original: the transform itself is trained on the original's outputs (a student), so a recovery
+        (a needs_original method such as distill) after it would repeat that training: the search does not
+        compose one.
     export(module, config, ctx, directory) -> ExportResult: for methods that hand the model to another
         runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain. ``module`` is the task's
         wrapped module (``ctx.task.wrap(ctx.bundle)``: forward(**inputs) -> one tensor) and the export
@@ -213,6 +216,7 @@ class Method:
     needs_calibration: bool = False
     needs_original: bool = False
     keeps_float: bool = False
+    trains_on_original: bool = False
     runtime: str = "pytorch"
     kind: str = "transform"
 
@@ -241,6 +245,7 @@ def register_method(
     needs_calibration: bool = False,
     needs_original: bool = False,
     keeps_float: bool = False,
+    trains_on_original: bool = False,
 ):
     """Decorator registering a transform function for ``config_cls``."""
 
@@ -249,7 +254,8 @@ def register_method(
             config_cls.name,
             Method(config_cls.name, config_cls, summary, transform=fn, restore=restore, check=check,
                    devices=devices, model_types=model_types, needs_calibration=needs_calibration,
-                   needs_original=needs_original, keeps_float=keeps_float),
+                   needs_original=needs_original, keeps_float=keeps_float,
+                   trains_on_original=trains_on_original),
         )
         if restore is not None:  # how the PyTorch runtime replays this link on a fresh skeleton
             RESTORES.register(config_cls.name, StructureRestore(config_cls, restore))

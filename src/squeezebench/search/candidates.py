@@ -66,6 +66,12 @@ class Candidates:
     max_transforms: int = 1
     float_keeping: frozenset = frozenset()  # transforms after which any link may follow (pruning, clustering, distill)
     runtime_choices: tuple[str, ...] = ()  # the exports that only choose a runtime for the PyTorch weights
+    trained_on_original: frozenset = frozenset()  # transforms trained on the original (a student): no recovery after
+
+    def recovery_after(self, links: list[str]) -> bool:
+        """A recovery (a follower such as distill) may follow ``links``: there is one, and it is not trained on the
+        original already (distilling a student again towards its teacher repeats its own training)."""
+        return bool(links) and links[-1] not in self.trained_on_original
 
     def keeps_float(self, links: list[str]) -> bool:
         """Every link so far leaves float weights: another transform or an export may follow."""
@@ -124,8 +130,9 @@ def build_candidates(reasons: dict[str, Optional[str]], include: Optional[list[s
         params[name] = params_of(method.config_cls)
     float_keeping = frozenset(n for n in transforms + followers if METHODS.get(n).keeps_float)
     runtime_choices = tuple(n for n in exports if METHODS.get(n).kind == "runtime")
+    trained = frozenset(n for n in transforms if METHODS.get(n).trains_on_original)
     return Candidates(tuple(transforms), tuple(followers), tuple(exports), params, max_transforms, float_keeping,
-                      runtime_choices)
+                      runtime_choices, trained)
 
 
 def chain_text(links: list[tuple[str, dict[str, Any]]]) -> str:

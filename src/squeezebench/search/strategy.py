@@ -189,6 +189,8 @@ class Search:
                 break
             if any(n == name for n, _ in links):
                 continue
+            if name in c.followers and not c.recovery_after([n for n, _ in links]):
+                break  # (the same chain without it: a repeat the loop counts as one)
             links.append((name, self._values(trial, name)))
         last = c.last_links([n for n, _ in links])
         # one distribution per set of choices (Optuna needs a fixed one per name)
@@ -248,9 +250,11 @@ class Search:
 
     def _enqueue_with_best_export(self, study) -> None:
         """Second stage: each transform that keeps float layers (structured pruning, a student...) at its defaults,
-        alone and followed by its recovery (distill), ending with the export that screened fastest within reach of
-        the tolerance: the chains a team composes by hand, so the sampler starts from them rather than hoping to
-        draw them among thousands."""
+        alone and followed by its recovery (distill; not after a student, trained on the original already), ending
+        with the export that screened fastest within reach of the tolerance: the chains a team composes by hand, so
+        the sampler starts from them rather than hoping to draw them among thousands. Shorter chains first (each
+        transform with the export, then with its recovery too), as the exports alone come before any chain: a
+        budget that ends mid-stage has tried one chain of every transform."""
         c, objective = self.candidates, self.settings.objectives[0]
         ranked = sorted((t.screen.objectives[objective], name) for name, t in self._alone().items()
                         if t.screen is not None and t.screen.status == "ok" and t.screen.plausible)
@@ -258,17 +262,19 @@ class Search:
             return
         best = ranked[0][1]
         ending = {"export": best, **{f"{best}.{p.name}": v for p, v in self._defaults(best)}}
-        for name in c.transforms:
-            if name not in c.float_keeping:
+        firsts = [(name, {"transform0": name, **{f"{name}.{p.name}": v for p, v in self._defaults(name)}})
+                  for name in c.transforms if name in c.float_keeping]
+        for _, first in firsts:
+            study.enqueue_trial({**first, **({"transform1": NONE} if c.max_transforms > 1 else {}), **ending},
+                                skip_if_exists=True)
+        if c.max_transforms < 2:
+            return
+        for name, first in firsts:
+            if not c.recovery_after([name]):
                 continue
-            first = {"transform0": name, **{f"{name}.{p.name}": v for p, v in self._defaults(name)}}
-            if c.max_transforms > 1:
-                study.enqueue_trial({**first, "transform1": NONE, **ending}, skip_if_exists=True)
-                for follower in c.followers:
-                    follow = {f"{follower}.{p.name}": v for p, v in self._defaults(follower)}
-                    study.enqueue_trial({**first, "transform1": follower, **follow, **ending}, skip_if_exists=True)
-            else:
-                study.enqueue_trial({**first, **ending}, skip_if_exists=True)
+            for follower in c.followers:
+                follow = {f"{follower}.{p.name}": v for p, v in self._defaults(follower)}
+                study.enqueue_trial({**first, "transform1": follower, **follow, **ending}, skip_if_exists=True)
 
     def _defaults(self, method: str) -> list[tuple[Param, Any]]:
         """The searched parameters of ``method`` at their config's defaults (those inside the searched range)."""

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 # A runnable variant: named input tensors -> one output tensor (float32, on CPU).
 Executable = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
+EVALUATED_ALL = 1 << 30  # "every example" as calibration_inputs' n (Task.evaluated_inputs)
+
 
 @dataclass(frozen=True)
 class EvalProtocol:
@@ -203,6 +205,13 @@ class Task:
     def calibration_inputs(self, bundle, data: Any, protocol: Protocol, n: int) -> list[dict[str, torch.Tensor]]:
         """``n`` model input dicts for calibration, taken from the training part of the data."""
         raise NotImplementedError
+
+    def evaluated_inputs(self, bundle, data: Any, protocol: Protocol) -> list[dict[str, torch.Tensor]]:
+        """Every scored example as a model input dict, prepared as calibration_inputs prepares its own: what a
+        method that trains (a student) must never see. Default: calibration_inputs over the evaluated data (right
+        where that data is all scored); a task that also holds an unscored split (a classifier's train split)
+        returns only the scored one."""
+        return self.calibration_inputs(bundle, data, protocol, EVALUATED_ALL)
 
     def pseudo_labelled(self, teacher: torch.nn.Module, bundle, inputs: list[dict[str, torch.Tensor]],
                         ) -> tuple[list[dict[str, torch.Tensor]], Optional[str]]:

@@ -80,6 +80,10 @@ class SentenceEmbedding(text_common.TextTask):
         texts = [ex["text"] for ex in data["train"].examples + (rest.examples if rest is not None else [])][:n]
         return [text_common.fixed_batch(bundle, [t], 1, protocol.seq_len) for t in texts]
 
+    def evaluated_inputs(self, bundle, data, protocol):
+        # only the test split is scored: the classifier's train split is training data (a student may learn from it)
+        return [text_common.fixed_batch(bundle, [ex["text"]], 1, protocol.seq_len) for ex in data["test"].examples]
+
     def evaluate(self, run, bundle, data, protocol, reference: Optional[dict[str, Any]]):
         from sklearn.linear_model import LogisticRegression
 
