@@ -299,6 +299,47 @@ def test_second_stage_tries_every_transform_with_the_export_before_recoveries_an
     assert not any(ch.startswith("student+fix") for ch in ev.chains)  # nor does the sampler compose one
 
 
+def test_a_chain_that_trains_skips_the_screen_and_is_measured_at_full_once(tmp_path):
+    """A student or a distillation trains for minutes on either rung, and on the screen it would train on other
+    held-out examples: it is measured at the full protocol only, and the sampler learns from that run."""
+    space = Candidates(("prune", "student"), ("fix",), ("slow", "fast"), float_keeping=frozenset({"prune", "fix", "student"}),
+                       max_transforms=2, trained_on_original=frozenset({"student"}),
+                       training=frozenset({"student", "fix"}))
+    calls = []
+
+    class Recording:
+        def evaluate(self, chain, rung):
+            calls.append((chain, rung.name))
+            ms = 2.0 if chain.startswith("student") else ScreenedBySpeed.speed.get(chain.split("+")[-1], 10.0)
+            return TrialResult("ok", {"cpu_ms": ms, "size_mb": 1.0}, Scores.of(ORIGINAL), [chain])
+
+    outcome = Search(space, Recording(), settings(trials=8), tmp_path / "s.json").run()
+    training = [(c, r) for c, r in calls if c.startswith("student") or "+fix" in c]
+    assert ("student+fast", FULL) in training and ("prune+fix+fast", FULL) in training
+    assert all(r == FULL for _, r in training) and len(training) == len(set(training))
+    assert outcome.recommended.chain == "student+fast"
+    assert "that train went to it directly" in outcome.why
+    trial = next(t for t in outcome.trials if t.chain == "student+fast")
+    assert trial.screen is None and trial.status == "full" and "trains" in trial.note
+
+
+def test_a_chain_that_trains_is_not_started_without_budget_for_its_full_run(tmp_path):
+    space = Candidates(("student",), (), ("fast",), float_keeping=frozenset({"student"}),
+                       training=frozenset({"student"}))
+    now = [0.0]
+
+    class Fixed:  # a screen costs 10 s, a full run 100 s
+        def evaluate(self, chain, rung):
+            now[0] += 10.0 if rung.name == SCREEN else 100.0
+            return TrialResult("ok", {"cpu_ms": 3.0, "size_mb": 1.0}, Scores.of(ORIGINAL), [chain])
+
+    # both baselines (110 s), "fast" alone screened and promoted (110 s): 80 s left, less than a full run
+    search = Search(space, Fixed(), settings(budget=300.0, trials=5), tmp_path / "s.json", clock=lambda: now[0])
+    outcome = search.run()
+    assert any("budget too small for a full trial of student+fast (it trains" in p for p in outcome.problems)
+    assert "student+fast" not in [t.chain for t in outcome.trials]  # a resumed search proposes it again
+
+
 def test_a_candidate_within_tolerance_on_the_screen_that_could_win_is_promoted(tmp_path):
     """Successive halving ranks the screened by speed only: when the fastest third all fail the interval at full,
     a slower candidate already within the tolerance on the screen must still get its full run when it beats the

@@ -194,6 +194,8 @@ class Method:
     trains_on_original: the transform itself is trained on the original's outputs (a student), so a recovery
         (a needs_original method such as distill) after it would repeat that training: the search does not
         compose one.
+    trains: the transform trains for minutes (a distillation, a student): a search measures a chain with it at
+        the full protocol only, since a screen would cost as much (the training) and train on other held-out data.
     export(module, config, ctx, directory) -> ExportResult: for methods that hand the model to another
         runtime (ONNX Runtime, OpenVINO, ...); they must come last in a chain. ``module`` is the task's
         wrapped module (``ctx.task.wrap(ctx.bundle)``: forward(**inputs) -> one tensor) and the export
@@ -217,6 +219,7 @@ class Method:
     needs_original: bool = False
     keeps_float: bool = False
     trains_on_original: bool = False
+    trains: bool = False
     runtime: str = "pytorch"
     kind: str = "transform"
 
@@ -246,6 +249,7 @@ def register_method(
     needs_original: bool = False,
     keeps_float: bool = False,
     trains_on_original: bool = False,
+    trains: bool = False,
 ):
     """Decorator registering a transform function for ``config_cls``."""
 
@@ -255,7 +259,7 @@ def register_method(
             Method(config_cls.name, config_cls, summary, transform=fn, restore=restore, check=check,
                    devices=devices, model_types=model_types, needs_calibration=needs_calibration,
                    needs_original=needs_original, keeps_float=keeps_float,
-                   trains_on_original=trains_on_original),
+                   trains_on_original=trains_on_original, trains=trains or trains_on_original),
         )
         if restore is not None:  # how the PyTorch runtime replays this link on a fresh skeleton
             RESTORES.register(config_cls.name, StructureRestore(config_cls, restore))

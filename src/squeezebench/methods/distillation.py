@@ -93,4 +93,4 @@ def _restore(module: nn.Module, config: DistillConfig, facts) -> nn.Module:
 
 register_method(DistillConfig, "knowledge distillation: fine-tune the compressed model to reproduce the original's "
                 "outputs and block outputs (after a method in a chain)", restore=_restore, needs_calibration=True,
-                needs_original=True, keeps_float=True)(_distill)
+                needs_original=True, keeps_float=True, trains=True)(_distill)

@@ -67,6 +67,11 @@ class Candidates:
     float_keeping: frozenset = frozenset()  # transforms after which any link may follow (pruning, clustering, distill)
     runtime_choices: tuple[str, ...] = ()  # the exports that only choose a runtime for the PyTorch weights
     trained_on_original: frozenset = frozenset()  # transforms trained on the original (a student): no recovery after
+    training: frozenset = frozenset()  # transforms that train for minutes (distill, student): measured at full only
+
+    def trains(self, links: list[str]) -> bool:
+        """A link of the chain trains: screening it would cost its training again, on other held-out data."""
+        return any(name in self.training for name in links)
 
     def recovery_after(self, links: list[str]) -> bool:
         """A recovery (a follower such as distill) may follow ``links``: there is one, and it is not trained on the
@@ -131,8 +136,9 @@ def build_candidates(reasons: dict[str, Optional[str]], include: Optional[list[s
     float_keeping = frozenset(n for n in transforms + followers if METHODS.get(n).keeps_float)
     runtime_choices = tuple(n for n in exports if METHODS.get(n).kind == "runtime")
     trained = frozenset(n for n in transforms if METHODS.get(n).trains_on_original)
+    training = frozenset(n for n in transforms + followers if METHODS.get(n).trains)
     return Candidates(tuple(transforms), tuple(followers), tuple(exports), params, max_transforms, float_keeping,
-                      runtime_choices, trained)
+                      runtime_choices, trained, training)
 
 
 def chain_text(links: list[tuple[str, dict[str, Any]]]) -> str:
