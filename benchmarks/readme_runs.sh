@@ -186,6 +186,14 @@ run_decode() {
   .venv/bin/python benchmarks/decode_roofline.py --core "${CORE:-0}" --refresh-bandwidth
 }
 
+# the student's chains against the hand-written chain, re-timed side by side in rotating rounds, after run_minilm_student
+run_student_speedup() {
+  $PIN .venv/bin/python benchmarks/speedup.py results/minilm-student --model all-MiniLM-L6-v2 --rounds 10 --iters 60 \
+    --methods openvino-int8 prune-structured+distill+openvino-int8 student:layers=3 \
+    student:layers=3+onnx-int8-dynamic student:layers=3+openvino-int8 \
+    --json results/minilm-student/speedup-10rounds.json
+}
+
 # speed-ups re-timed side by side in rotating rounds (benchmarks/speedup.py), after run_minilm
 run_speedup() {
   $PIN .venv/bin/python benchmarks/speedup.py results/minilm --model all-MiniLM-L6-v2 --rounds 10 --iters 60 \
