@@ -167,6 +167,16 @@ run_search_minilm() {
     prune-structured:ratio=0.3+distill+openvino-int8
 }
 
+# after search_minilm: two chains by hand on the same 2,000 articles, each beside its own original (a 4-layer student;
+# the hand chain's distillation at a 4x larger learning rate)
+run_minilm_2000_probes() {
+  local m="$SB run $T --team $TEAM --model offline:all-minilm-l6-v2 --task sentence-embedding --dataset bbc-news"
+  $m --limit 2000 --devices cpu --out results/minilm-2000-probes/student4 --methods original \
+    student:layers=4+openvino-int8
+  $m --limit 2000 --devices cpu --out results/minilm-2000-probes/distill-lr --methods original \
+    prune-structured:ratio=0.3+distill:lr=0.0002+openvino-int8
+}
+
 # search for the fastest Whisper tiny.en variant within 2 WER points (paired interval over the 40 utterances), 30 minutes:
 # its front of WER (%) and per-utterance time; screening on 12 utterances
 run_search_whisper() {

@@ -242,6 +242,7 @@ def test_a_bare_student_keeps_half_the_layers(module, kept, tmp_path):
     ("student:decoder_layers=2", _bert, "decoder_layers is for encoder-decoder models"),
     ("student:layers=1", _whisper, "an encoder-decoder model keeps its encoder: give decoder_layers=N"),
     ("student:decoder_layers=4", _whisper, "decoder_layers=4 keeps all 4 layers"),
+    ("student", lambda: _bert(1), "the teacher has 1 layer in bert.encoder.layer: none to drop"),
 ])
 def test_bad_parameters_for_the_model_are_one_clear_line(spec, module, expected, tmp_path):
     task = TASKS.get("text-classification")

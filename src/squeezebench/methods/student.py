@@ -125,11 +125,14 @@ def find_stack(module: nn.Module, config: StudentConfig) -> tuple[Optional[Stack
 
 
 def _kept_for(config: StudentConfig, stack: Stack, n: int) -> tuple[list[int], Optional[str]]:
+    half = max(1, n // 2)  # DistilBERT's ratio: what an unset count keeps, and what a search tries
     k = config.decoder_layers if stack.config_key == "decoder_layers" else config.layers
-    k = max(1, n // 2) if k is None else k  # unset: half the layers (DistilBERT's ratio; what a search tries)
+    k = half if k is None else k
     what = "decoder_layers" if stack.config_key == "decoder_layers" else "layers"
+    if n < 2:
+        return [], f"the teacher has {n} layer in {stack.path}: none to drop, a student cannot be smaller"
     if k >= n:
-        return [], f"{what}={k} keeps all {n} layers of the teacher; give fewer (e.g. {what}={max(1, n // 2)})"
+        return [], f"{what}={k} keeps all {n} layers of the teacher; give fewer (e.g. {what}={half})"
     return (spread(n, k) if stack.config_key == "decoder_layers" else every_other(n, k)), None
 
 

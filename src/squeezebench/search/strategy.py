@@ -374,10 +374,8 @@ class Search:
         rung's cost, and a screen would train it again on other held-out examples (measured on MiniLM at 2,000
         articles: a student's screen took 391 s and its full run 374 s more)."""
         if self.candidates.trains(self._link_names(trial)):
-            stop = self._left() < self.state.baseline[FULL].seconds
+            stop = not self._can_afford_full(trial.chain + " (it trains)")
             if stop:
-                self.problems.append(f"budget too small for a full trial of {trial.chain} (it trains; "
-                                     f"{max(self._left(), 0):.0f} s left); the best found so far is kept")
                 self.state.trials.remove(trial)  # not measured: a resumed search with more budget proposes it again
             else:
                 trial.full, _ = self._measure(trial.chain, self.settings.full)
@@ -391,16 +389,22 @@ class Search:
         trial.note = "" if trial.screen.status == "ok" else trial.screen.status
         stop = False
         if trial.status == "screened" and self._promote(trial):
-            need = self.state.baseline[FULL].seconds
-            if self._left() < need:
-                self.problems.append(f"budget too small for a full trial of {trial.chain} (about {need:.0f} s "
-                                     f"needed, {max(self._left(), 0):.0f} s left); the best found so far is kept")
+            if not self._can_afford_full(trial.chain):
                 stop = True
             else:
                 trial.full, _ = self._measure(trial.chain, self.settings.full)
                 trial.status = "full"
         self._save()
         return stop
+
+    def _can_afford_full(self, what: str) -> bool:
+        """The budget left pays for a full run (as long as the original's took); if not, says so in the outcome."""
+        need = self.state.baseline[FULL].seconds
+        if self._left() >= need:
+            return True
+        self.problems.append(f"budget too small for a full trial of {what} (about {need:.0f} s needed, "
+                             f"{max(self._left(), 0):.0f} s left); the best found so far is kept")
+        return False
 
     # --- the answer -------------------------------------------------------------------------------------------
     def outcome(self) -> Outcome:
