@@ -24,8 +24,8 @@ run_minilm() {
     prune-structured:ratio=0.3+int8-dynamic cluster-kmeans:k=32+int8-weight-only \
     onnx onnx-int8-dynamic onnx-int8-static openvino openvino-int8 torchscript torch-compile \
     prune-structured:ratio=0.3+onnx-int8-dynamic bnb-int8 bnb-nf4 prune-2:4 \
-    prune-structured:ratio=0.3+distill prune-structured:ratio=0.3+distill+onnx-int8-dynamic \
-    prune-structured:ratio=0.3+distill+openvino-int8
+    prune-structured:ratio=0.3+distill:lr=0.00005 prune-structured:ratio=0.3+distill:lr=0.00005+onnx-int8-dynamic \
+    prune-structured:ratio=0.3+distill:lr=0.00005+openvino-int8
 }
 
 run_smollm2() {
@@ -37,7 +37,7 @@ run_smollm2() {
 run_smollm2_prune() {
   $SB run $T --team "$TEAM" --out results/smollm2-prune --model offline:smollm2-135m --task causal-lm \
     --dataset bbc-news --limit 60 --ppl-max-tokens 4096 --calibration-samples 32 --devices cpu --methods original \
-    prune-structured:ratio=0.3 prune-structured:ratio=0.3+distill:steps=200,batch_size=4,samples=256
+    prune-structured:ratio=0.3 prune-structured:ratio=0.3+distill:steps=200,batch_size=4,samples=256,lr=0.00005
 }
 
 run_efficientnet() {
@@ -61,9 +61,9 @@ run_whisper() {
 # MiniLM (6 layers) distilled into a 3-layer student (every other layer) on the articles outside the evaluated 500
 run_minilm_student() {
   $SB run $T --team "$TEAM" --out results/minilm-student --model offline:all-minilm-l6-v2 --task sentence-embedding \
-    --dataset bbc-news --limit 500 --devices cpu --methods original student:layers=3 \
-    student:layers=3+onnx-int8-dynamic student:layers=3+openvino-int8 \
-    openvino-int8 prune-structured:ratio=0.3+distill+openvino-int8
+    --dataset bbc-news --limit 500 --devices cpu --methods original student:steps=300,layers=3 \
+    student:layers=3,steps=300+onnx-int8-dynamic student:layers=3,steps=300+openvino-int8 \
+    openvino-int8 prune-structured:ratio=0.3+distill:lr=0.00005+openvino-int8
 }
 
 # int8 variants of MiniLM and their fidelity (cosine to the original's embeddings) on this CPU kind
@@ -162,9 +162,11 @@ run_search_minilm() {
   $SB search $T --team "$TEAM" --out "$out" --model offline:all-minilm-l6-v2 --task sentence-embedding \
     --dataset bbc-news --limit "$limit" --max-drop 1pt --objective cpu_ms --budget "${SEARCH_BUDGET:-30m}" \
     --max-transforms 2 ${SEARCH_EXTRA:-}
+  # the README's best hand-written chains, into the same folder after the search: same machine, same run (the
+  # distillation and the student as the README's tables measured them, distill version 1's lr, student's 300 steps)
   $SB run $T --team "$TEAM" --out "$out" --model offline:all-minilm-l6-v2 --task sentence-embedding \
     --dataset bbc-news --limit "$limit" --devices cpu --methods \
-    prune-structured:ratio=0.3+distill+openvino-int8
+    prune-structured:ratio=0.3+distill:lr=0.00005+openvino-int8 student:layers=3,steps=300+openvino-int8
 }
 
 # after search_minilm: two chains by hand on the same 2,000 articles, each beside its own original (a 4-layer student;
@@ -175,6 +177,17 @@ run_minilm_2000_probes() {
     student:layers=4+openvino-int8
   $m --limit 2000 --devices cpu --out results/minilm-2000-probes/distill-lr --methods original \
     prune-structured:ratio=0.3+distill:lr=0.0002+openvino-int8
+  # quality probes for the search's defaults (2026-12-07: the two ran at once, one per core, so their times are not
+  # compared with anything): a student trained twice as long; a harder pruning recovered at distill's new lr
+  $m --limit 2000 --devices cpu --out results/minilm-2000-probes/student600 --methods original \
+    student:steps=600+openvino-int8
+  $m --limit 2000 --devices cpu --out results/minilm-2000-probes/prune05-distill-lr --methods original \
+    prune-structured:ratio=0.5+distill:lr=0.0002+openvino-int8
+  # the next pair, also side by side: a student at 1,000 steps (student version 2's default); pruning 0.4 at lr 2e-4
+  $m --limit 2000 --devices cpu --out results/minilm-2000-probes/student1000 --methods original \
+    student:steps=1000+openvino-int8
+  $m --limit 2000 --devices cpu --out results/minilm-2000-probes/prune04-distill-lr --methods original \
+    prune-structured:ratio=0.4+distill:lr=0.0002+openvino-int8
 }
 
 # search for the fastest Whisper tiny.en variant within 2 WER points (paired interval over the 40 utterances), 30 minutes:
@@ -199,8 +212,8 @@ run_decode() {
 # the student's chains against the hand-written chain, re-timed side by side in rotating rounds, after run_minilm_student
 run_student_speedup() {
   $PIN .venv/bin/python benchmarks/speedup.py results/minilm-student --model all-MiniLM-L6-v2 --rounds 10 --iters 60 \
-    --methods openvino-int8 prune-structured+distill+openvino-int8 student:layers=3 \
-    student:layers=3+onnx-int8-dynamic student:layers=3+openvino-int8 \
+    --methods openvino-int8 prune-structured+distill:lr=5e-05+openvino-int8 student:steps=300,layers=3 \
+    student:steps=300,layers=3+onnx-int8-dynamic student:steps=300,layers=3+openvino-int8 \
     --json results/minilm-student/speedup-10rounds.json
 }
 
@@ -208,7 +221,7 @@ run_student_speedup() {
 run_speedup() {
   $PIN .venv/bin/python benchmarks/speedup.py results/minilm --model all-MiniLM-L6-v2 --rounds 10 --iters 60 \
     --methods onnx-int8-dynamic openvino-int8 prune-structured+onnx-int8-dynamic \
-    prune-structured+distill+onnx-int8-dynamic prune-structured+distill+openvino-int8 \
+    prune-structured+distill:lr=5e-05+onnx-int8-dynamic prune-structured+distill:lr=5e-05+openvino-int8 \
     --json results/minilm-speedup/speedup-10rounds.json
 }
 

@@ -113,6 +113,28 @@ def test_resume_skips_measured_variants_unless_forced(tmp_path, image_dir):
     assert forced[0]["finished"] != first[0]["finished"]
 
 
+def test_a_method_past_its_first_version_is_measured_again_not_resumed(tmp_path, image_dir, monkeypatch):
+    """The same text (``fp16``) built by a newer config version (a changed default) is not the earlier record: it is
+    measured again, into its own artifact folder, and its record's chain says the version; then it resumes."""
+    from squeezebench.methods.precision import Fp16Config
+    from squeezebench.results import Record
+    from squeezebench.runner import artifact_dir_of
+
+    kw = dict(models=["python:tests.helpers_models:tiny_cnn"], task="image-classification", methods=["fp16"],
+              dataset=f"image-dir:{image_dir}")
+    first = run(tmp_path, **kw)
+    assert first[0]["status"] == "ok" and first[0]["chain"][0]["version"] == 1
+    monkeypatch.setattr(Fp16Config, "version", 2)
+    second = run(tmp_path, **kw)
+    assert second[0]["finished"] != first[0]["finished"] and second[0]["chain"][0]["version"] == 2
+    assert run(tmp_path, **kw)[0]["finished"] == second[0]["finished"]  # version 2 resumes version 2
+    out = tmp_path / "results"
+    dirs = {artifact_dir_of(out, Record.model_validate(r)) for r in (first[0], second[0])}
+    assert len(dirs) == 2
+    legacy = dict(first[0], chain=[{"name": "fp16", "params": {}}])  # recorded before configs had versions
+    assert artifact_dir_of(out, Record.model_validate(legacy)) == artifact_dir_of(out, Record.model_validate(first[0]))
+
+
 def test_cuda_without_gpu_is_skipped_with_reason(tmp_path, image_dir):
     import torch
 

@@ -31,7 +31,7 @@ from squeezebench.results import Record, RunFile, iter_records
 from squeezebench.results.schema import Placement
 from squeezebench.tasks import TASKS
 from squeezebench.tasks.data import DatasetOptions
-from squeezebench.variant import Job, Variant
+from squeezebench.variant import Job, Variant, revised as variant_revised
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ class Runner:
 
     def _key(self, variant: Variant, method: str, device: str) -> str:
         """Resume key: the comparability key of the record this variant would produce, plus method and device."""
-        return _digest([self._base_record(variant, device, None).protocol_key(), method, device])
+        revised = variant.revised()  # a link past its first version: not the record of its earlier version
+        return _digest([self._base_record(variant, device, None).protocol_key(), method, device]
+                       + ([revised] if revised else []))
 
     def _done_keys(self) -> dict[str, Record]:
         """ok records of earlier runs into this team folder; skipped and failed ones are tried again (a skip may
@@ -269,7 +271,8 @@ class Runner:
 def artifact_dir_of(out: Path, record: Record) -> Path:
     """Where the run into ``out`` saved the artifact of ``record``'s variant (shared by its devices; also what
     ``squeezebench serve`` loads)."""
-    build_key = _digest([record.protocol_key(), record.method])
+    revised = variant_revised([link.dump() for link in record.chain])
+    build_key = _digest([record.protocol_key(), record.method] + ([revised] if revised else []))
     return Path(out) / "artifacts" / _slug(record.model.name) / f"{_slug(record.method)}-{build_key}"
 
 

@@ -65,6 +65,10 @@ class MethodConfig:
 
     name: ClassVar[str] = ""
     bounds: ClassVar[dict[str, Range]] = {}
+    # raised when the same text (e.g. ``distill``) builds something else, a default or the transform changed: a
+    # record of the earlier version is then neither resumed nor its artifact reused (runner keys), and the record's
+    # chain says which version built it
+    version: ClassVar[int] = 1
 
     def __post_init__(self):
         self.validate()

@@ -235,6 +235,7 @@ class DatasetInfo(Section):
 class ChainLink(Section):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    version: int = 1  # the method config's version (MethodConfig.version); records before versions: 1
 
 
 class ProtocolInfo(Section):
