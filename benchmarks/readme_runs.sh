@@ -217,6 +217,15 @@ run_student_speedup() {
     --json results/minilm-student/speedup-10rounds.json
 }
 
+# the search's pick against the README's hand-written chains, re-timed side by side in rotating rounds, after
+# SEARCH_OUT=results/minilm-search-2000b run_search_minilm
+run_search_speedup() {
+  local out=${SEARCH_OUT:-results/minilm-search-2000b}
+  $PIN .venv/bin/python benchmarks/speedup.py "$out" --model all-MiniLM-L6-v2 --rounds 10 --iters 60 \
+    --methods openvino-int8 student+openvino-int8 student:steps=300,layers=3+openvino-int8 \
+    prune-structured+distill:lr=5e-05+openvino-int8 --json "$out/speedup-10rounds.json"
+}
+
 # speed-ups re-timed side by side in rotating rounds (benchmarks/speedup.py), after run_minilm
 run_speedup() {
   $PIN .venv/bin/python benchmarks/speedup.py results/minilm --model all-MiniLM-L6-v2 --rounds 10 --iters 60 \

@@ -62,8 +62,14 @@ PLAIN_LOOP = textwrap.dedent("""
 def artifact_of(rec: dict) -> Path:
     """The artifact directory a record was measured from (same chain and source)."""
     root = Path(rec["_file"]).parents[1] / "artifacts"
+
+    def same(manifest, record):  # manifests written before configs had versions say none: names and params decide
+        versioned = all("version" in link for link in manifest)
+        return [(m["name"], m["params"], m["version"] if versioned else None) for m in manifest] == \
+            [(r["name"], r["params"], r.get("version", 1) if versioned else None) for r in record]
+
     return next(p for p in root.rglob("squeezebench-artifact.json")
-                if json.loads(p.read_text())["chain"] == rec["chain"]
+                if same(json.loads(p.read_text())["chain"], rec["chain"])
                 and json.loads(p.read_text())["source"] == rec["model"]["source"]).parent
 
 

@@ -129,8 +129,10 @@ class Runner:
         return self.config.protocol.to_dict()
 
     def _key(self, variant: Variant, method: str, device: str) -> str:
-        """Resume key: the comparability key of the record this variant would produce, plus method and device."""
-        revised = variant.revised()  # a link past its first version: not the record of its earlier version
+        """Resume key: the comparability key of the record this variant would produce, plus method and device (and
+        the versions of the variant's links past their first: not the record of an earlier version). With method
+        "original" it is the key of the variant's original, whose reference file every variant reads."""
+        revised = variant.revised() if method == variant.label else {}
         return _digest([self._base_record(variant, device, None).protocol_key(), method, device]
                        + ([revised] if revised else []))
 
