@@ -31,7 +31,7 @@ from squeezebench.results import Record, RunFile, iter_records
 from squeezebench.results.schema import Placement
 from squeezebench.tasks import TASKS
 from squeezebench.tasks.data import DatasetOptions
-from squeezebench.variant import Job, Variant, revised as variant_revised
+from squeezebench.variant import Job, Variant
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,14 @@ def _slug(text: str) -> str:
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _variant_key(protocol_key: str, method: str, links: list[dict[str, Any]], *more: str) -> str:
+    """A digest of what makes two builds or records the same: the protocol key, the method text, ``more`` (the
+    device) and the versions of the links past their first, which a chain recorded before configs had versions
+    lacks, so its key is unchanged."""
+    revised = {link["name"]: link["version"] for link in links if link.get("version", 1) != 1}
+    return _digest([protocol_key, method, *more] + ([revised] if revised else []))
 
 
 @dataclass(frozen=True)
@@ -128,13 +136,15 @@ class Runner:
     def _protocol_dict(self) -> dict[str, Any]:
         return self.config.protocol.to_dict()
 
-    def _key(self, variant: Variant, method: str, device: str) -> str:
-        """Resume key: the comparability key of the record this variant would produce, plus method and device (and
-        the versions of the variant's links past their first: not the record of an earlier version). With method
-        "original" it is the key of the variant's original, whose reference file every variant reads."""
-        revised = variant.revised() if method == variant.label else {}
-        return _digest([self._base_record(variant, device, None).protocol_key(), method, device]
-                       + ([revised] if revised else []))
+    def _key(self, variant: Variant, device: str) -> str:
+        """Resume key: the comparability key of the record this variant would produce, plus method, device and the
+        versions of its links past their first (not the record of an earlier version)."""
+        return _variant_key(self._base_record(variant, device, None).protocol_key(), variant.label, variant.links(),
+                            device)
+
+    def _reference_key(self, variant: Variant) -> str:
+        """The key of the variant's original on the CPU, which names the reference file every variant reads."""
+        return _variant_key(self._base_record(variant, "cpu", None).protocol_key(), "original", [], "cpu")
 
     def _done_keys(self) -> dict[str, Record]:
         """ok records of earlier runs into this team folder; skipped and failed ones are tried again (a skip may
@@ -179,13 +189,13 @@ class Runner:
             artifact_dir = outdir.inside_tree(self.out, artifact_dir_of(self.out, self._base_record(variant, "cpu", None)),
                                               "the artifact folder")
             reference = outdir.inside(self.out, self.out / "references" /
-                                      f"{_slug(source['name'])}-{self._key(variant, 'original', 'cpu')}.npz",
+                                      f"{_slug(source['name'])}-{self._reference_key(variant)}.npz",
                                       "the reference file")
             unit = Unit(variant, artifact_dir, reference,
                         self._job(variant, _build_device(variant), artifact_dir, reference))
             for device in self.config.devices:
                 i += 1
-                key = self._key(variant, method, device)
+                key = self._key(variant, device)
                 prior = done.get(key)
                 unit.slots.append(Slot(
                     label=f"[{i}/{total}] {source['name']} · {method} · {device}", device=device, key=key,
@@ -273,8 +283,7 @@ class Runner:
 def artifact_dir_of(out: Path, record: Record) -> Path:
     """Where the run into ``out`` saved the artifact of ``record``'s variant (shared by its devices; also what
     ``squeezebench serve`` loads)."""
-    revised = variant_revised([link.dump() for link in record.chain])
-    build_key = _digest([record.protocol_key(), record.method] + ([revised] if revised else []))
+    build_key = _variant_key(record.protocol_key(), record.method, [link.dump() for link in record.chain])
     return Path(out) / "artifacts" / _slug(record.model.name) / f"{_slug(record.method)}-{build_key}"
 
 

@@ -12,12 +12,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-def revised(links: list[dict[str, Any]]) -> dict[str, int]:
-    """name -> version of the links past version 1: empty for every chain recorded before configs had versions, so
-    their records keep their keys."""
-    return {link["name"]: link["version"] for link in links if link.get("version", 1) != 1}
-
-
 @dataclass(frozen=True)
 class Variant:
     """One (model, method chain) to build; measured on each device of the run."""
@@ -31,11 +25,7 @@ class Variant:
         return self.label == "original"
 
     def links(self) -> list[dict[str, Any]]:
-        return [{"name": c.name, "params": c.params(), "version": c.version} for c in self.chain]
-
-    def revised(self) -> dict[str, int]:
-        """The links whose config is past its first version, by name (part of the runner's keys)."""
-        return revised(self.links())
+        return [c.link() for c in self.chain]
 
     @property
     def model_id(self) -> str:

@@ -93,6 +93,10 @@ class MethodConfig:
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def link(self) -> dict[str, Any]:
+        """The config as one link of a recorded chain (job, record, artifact manifest)."""
+        return {"name": self.name, "params": self.params(), "version": self.version}
+
     def spec(self) -> str:
         """Canonical string: name plus every parameter, so records say exactly what ran."""
         parts = [f"{k}={v}" for k, v in self.params().items()]

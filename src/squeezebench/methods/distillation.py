@@ -33,7 +33,8 @@ class DistillConfig(KDConfig):
 
     Version 2: ``lr`` 5e-5 -> 2e-4. Measured on MiniLM pruned by ``prune-structured:ratio=0.3`` then
     ``openvino-int8``, 2,000 BBC articles (999 scored), 300 steps: 5e-5 ended +0.4 [-0.2, +1.1] pt below the
-    original, 2e-4 at +0.0 [-0.6, +0.6] pt (10 of 999 answers flipped; results/minilm-2000-probes)."""
+    original (results/minilm-search-2000), 2e-4 at +0.0 [-0.6, +0.6] pt (10 of 999 answers flipped;
+    results/minilm-2000-probes/distill-lr)."""
 
     name: ClassVar[str] = "distill"
     version: ClassVar[int] = 2

@@ -58,7 +58,8 @@ class StudentConfig(KDConfig):
     name: ClassVar[str] = "student"
     # version 2: steps 300 -> 1000. MiniLM 6 -> 3 layers then openvino-int8, 2,000 BBC articles (999 scored, paired
     # 95 % interval of the drop): 300 steps +0.6 [-0.3, +1.5] pt, 600 +0.3 [-0.4, +1.0], 1000 +0.2 [-0.5, +0.9]
-    # (loss 0.63, 0.31, 0.22; results/minilm-2000-probes); about 15 min of training on one core
+    # (loss 0.63, 0.31, 0.22; results/minilm-search-2000b, the 300-step chain, and results/minilm-2000-probes);
+    # about 15 min of training on one core
     version: ClassVar[int] = 2
     steps: int = 1000
     bounds: ClassVar[dict[str, Range]] = {"layers": POSITIVE, "decoder_layers": POSITIVE,

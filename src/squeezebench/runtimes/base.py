@@ -133,7 +133,7 @@ def write_export_manifest(bundle, task, chain: list, directory: Path, runtime: s
     task.save_preprocessing(bundle, Path(directory) / "preprocessing")
     write_manifest(directory, {
         "runtime": runtime, "source": bundle.source, "task": task.name,
-        "chain": [{"name": c.name, "params": c.params(), "version": c.version} for c in chain],
+        "chain": [c.link() for c in chain],
         "weights_files": [str(Path(p).relative_to(directory)) for p in weight_files],
         "label_names": bundle.label_names, "newly_initialized": bundle.newly_initialized, **extra})
 

@@ -84,7 +84,7 @@ def save_pytorch_artifact(bundle, task, chain: list, directory: Path, extra: dic
     task.save_preprocessing(bundle, directory / "preprocessing")
     write_manifest(directory, {
         "runtime": "pytorch", "source": bundle.source, "task": task.name, "state_format": state_format,
-        "chain": [{"name": c.name, "params": c.params(), "version": c.version} for c in chain],
+        "chain": [c.link() for c in chain],
         "weights_files": [p.name for p in weight_files], "label_names": bundle.label_names,
         "newly_initialized": bundle.newly_initialized, "module_dtype": str(module_dtype(bundle.module)), **extra})
     return weight_files
